@@ -1,0 +1,18 @@
+"""Landscape's numerical library: models, data, loss surfaces, curvature and paths (JAX).
+
+Pure functions over arrays and pytrees; no Dash or Flask. The public API is re-exported
+here from private modules, one concern each. Importing the package enables float64 in JAX
+and its persistent compilation cache (see :mod:`compute._backend`): the only global state.
+"""
+
+from compute._backend import cache_dir, configure_jax, device_info, resolve_dtype
+
+configure_jax()
+
+from compute._errors import InputError  # noqa: E402
+from compute._losses import (  # noqa: E402
+    LOSSES, cross_entropy_loss, flat_objective, loss_function, model_loss, squared_loss)
+from compute._models import (  # noqa: E402
+    ACTIVATIONS, INITIALISERS, MODEL_KINDS, ModelSpec, flatten_params, forward, init_params,
+    make_model, params_from_arrays, params_to_arrays, spec_from_arrays, unflatten_params)
+from compute import _limits as limits  # noqa: E402

@@ -1,0 +1,188 @@
+"""``python -m compute surface|spectrum|path``: the command line (a contract, see README).
+
+This module owns what the three commands share: the data/model/weights options, how they
+turn into a :class:`Problem`, and the error handling (bad input → exit code 2 and one line
+on stderr, never a traceback). Each command lives in its own ``_cli_<name>.py`` module that
+exposes ``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compute._errors import InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line with exit code 2."""
+
+    def error(self, message):  # noqa: D102 - argparse hook
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything a command needs: the model, its parameters, the data and the loss."""
+
+    spec: object        # compute.ModelSpec
+    params: tuple       # pytree of the model's parameters
+    dataset: object     # compute.Dataset
+    loss: str
+    dtype: object
+
+    @property
+    def X(self):
+        import jax.numpy as jnp
+        return jnp.asarray(self.dataset.X, dtype=self.dtype)
+
+    @property
+    def Y(self):
+        import jax.numpy as jnp
+        return jnp.asarray(self.dataset.Y, dtype=self.dtype)
+
+
+def parse_widths(text: str | None) -> tuple[int, ...]:
+    """``"16,16"`` → ``(16, 16)``; empty or None → ``()`` (no hidden layer)."""
+    if text is None or not text.strip():
+        return ()
+    try:
+        return tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise InputError(f"--widths must be comma-separated integers like 16,16, got {text!r}.")
+
+
+def add_problem_arguments(parser: argparse.ArgumentParser, *, init: bool = False,
+                          default_precision: str = "float32") -> None:
+    """The options every command shares: data, model, weights (or init), loss, precision."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", required=True, help="built-in dataset name or a .npz/.csv file")
+    g.add_argument("--n-samples", type=int, default=None, help="samples of a synthetic set")
+    g.add_argument("--noise", type=float, default=None, help="noise of a synthetic set")
+    g.add_argument("--preprocess", default="none", choices=["none", "standardise", "whiten"])
+    g.add_argument("--target-columns", default=None, help="CSV: comma-separated Y columns")
+    g.add_argument("--signed-targets", action="store_true",
+                   help="two-class data as one ±1 column instead of one-hot")
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", required=True, choices=["linear", "mlp"])
+    g.add_argument("--activation", default="relu",
+                   choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+    g.add_argument("--widths", default="", help="hidden widths, e.g. 16,16 (none: no hidden layer)")
+    g.add_argument("--no-bias", action="store_true", help="MLP without biases")
+    g.add_argument("--loss", default="squared", choices=["squared", "cross_entropy"])
+    g.add_argument("--weights", default=None, help=".npz with W1..WL (and b1..bL)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the data and the init")
+    g.add_argument("--precision", default=default_precision, choices=["float32", "float64"])
+    if init:
+        g.add_argument("--init", default="xavier",
+                       choices=["gaussian", "xavier", "he", "orthogonal", "zero"])
+        g.add_argument("--init-scale", type=float, default=1.0)
+
+
+def load_weights_file(path: str) -> dict[str, np.ndarray]:
+    """Arrays of a weights ``.npz`` (never unpickles anything)."""
+    if not os.path.isfile(path):
+        raise InputError(f"weights file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k]) for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read weights file {path}: {exc}") from None
+
+
+def load_problem(args: argparse.Namespace) -> Problem:
+    """Build the :class:`Problem` that the shared options describe."""
+    from compute._backend import resolve_dtype
+    from compute._datasets import load_dataset
+    from compute._models import init_params, make_model, params_from_arrays, spec_from_arrays
+
+    dtype = resolve_dtype(args.precision)
+    targets = args.target_columns.split(",") if args.target_columns else None
+    dataset = load_dataset(args.data, seed=args.seed, n_samples=args.n_samples,
+                           noise=args.noise, preprocess=args.preprocess,
+                           target_columns=targets, one_hot=not args.signed_targets)
+    d_x, d_y = dataset.X.shape[1], dataset.Y.shape[1]
+    if args.weights:
+        arrays = load_weights_file(args.weights)
+        spec = spec_from_arrays(arrays, kind=args.model, activation=args.activation)
+        if spec.layer_sizes[0] != d_x or spec.layer_sizes[-1] != d_y:
+            raise InputError(
+                f"the weights map {spec.layer_sizes[0]} inputs to {spec.layer_sizes[-1]} "
+                f"outputs but the data have d_x={d_x}, d_y={d_y}.")
+        params = params_from_arrays(spec, arrays, dtype=dtype)
+    else:
+        spec = make_model(args.model, d_x, d_y, parse_widths(args.widths),
+                          activation=args.activation, bias=not args.no_bias)
+        params = init_params(spec, args.seed, method=getattr(args, "init", "xavier"),
+                             scale=getattr(args, "init_scale", 1.0), dtype=dtype)
+    return Problem(spec, params, dataset, args.loss, dtype)
+
+
+def write_json(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON (NaN/inf become null), creating parent folders."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(_json_safe(payload), indent=1))
+
+
+def write_npz(path: str, **arrays) -> None:
+    """``np.savez`` to ``path`` exactly (numpy would append ``.npz`` to other names)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(v) for v in np.asarray(value, dtype=object).tolist()] \
+            if isinstance(value, np.ndarray) else [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from compute import _cli_path, _cli_spectrum, _cli_surface
+
+    parser = _Parser(prog="python -m compute",
+                     description="Loss surfaces, Hessian spectra and gradient paths.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, module, text in (
+        ("surface", _cli_surface, "loss on a 2-D slice of parameter space → .npz"),
+        ("spectrum", _cli_spectrum, "Hessian spectrum and critical-point verdict → .json"),
+        ("path", _cli_path, "an optimiser's path with loss, gradient norm, λ_min → .npz"),
+    ):
+        p = sub.add_parser(name, help=text, description=text)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 2 bad input, 1 internal error)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except InputError as exc:
+        print(f"python -m compute {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"python -m compute {args.command}: error: out of memory; use a smaller "
+              "grid, model or dataset.", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line, unless debugging
+        if os.environ.get("LANDSCAPE_DEBUG"):
+            raise
+        print(f"python -m compute {args.command}: internal error: {type(exc).__name__}: "
+              f"{exc} (set LANDSCAPE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1

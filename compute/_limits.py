@@ -1,0 +1,34 @@
+"""Every size limit of the product, in one place.
+
+The CLI, the dashboard's validation layer and the deployment docs all read these numbers;
+change them here and nowhere else. Each limit exists to keep one request's memory and time
+bounded on a 2-core, 24 GiB machine (see README, "Limits").
+"""
+
+MAX_DEPTH = 8                  # hidden layers H
+MAX_WIDTH = 512                # units in any layer (inputs and outputs included)
+MAX_PARAMS = 200_000           # parameters of a model
+MAX_PARAMS_EXACT_HESSIAN = 4_000   # above this, spectra use Lanczos
+MAX_SAMPLES = 100_000          # rows of a dataset
+MAX_FEATURES = 512             # columns of X or Y
+MAX_GRID = 201                 # points per side of a surface grid
+MAX_CUT_POINTS = 2_001         # points of a 1-D cut
+MAX_STEPS = 100_000            # optimiser steps of a path
+MAX_STARTS = 1_024             # inits of a many-starts run
+MAX_LANCZOS_STEPS = 500        # Krylov dimension
+MAX_SLQ_PROBES = 64            # random probes of stochastic Lanczos quadrature
+MAX_UPLOAD_BYTES = 20 * 2**20  # uploaded .npz / .csv
+MAX_SPAN = 1e3                 # half-width of a plane's coordinate range
+MEMORY_BUDGET_BYTES = 512 * 2**20  # working memory one surface/grid call may use
+
+
+def check_range(name: str, value, low, high) -> None:
+    """Raise InputError unless ``low <= value <= high`` (and value is a finite number)."""
+    from compute._errors import InputError
+
+    try:
+        ok = low <= value <= high
+    except TypeError:
+        ok = False
+    if not ok or value != value:  # NaN compares false everywhere
+        raise InputError(f"{name} must be between {low} and {high}, got {value!r}.")
