@@ -55,7 +55,8 @@ def parse_widths(text: str | None) -> tuple[int, ...]:
     try:
         return tuple(int(w) for w in text.split(","))
     except ValueError:
-        raise InputError(f"--widths must be comma-separated integers like 16,16, got {text!r}.")
+        raise InputError(
+            f"--widths must be comma-separated integers like 16,16, got {text!r}.") from None
 
 
 def add_problem_arguments(parser: argparse.ArgumentParser, *, init: bool = False,

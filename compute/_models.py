@@ -10,8 +10,8 @@ are the only places that know it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
