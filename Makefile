@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8050
 
-.PHONY: run test test-fast bench lint system-deps clean
+.PHONY: run test test-fast bench lint system-deps docker-env-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ lint: $(VENV)/.dev
 
 bench: $(VENV)/.dev
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+
+DOCKER_ENV := /tmp/landscape-docker-env
+# The image's Python environment without Docker: a fresh venv from requirements.txt alone,
+# whose gunicorn and celery the deployment tests start (tests/test_deploy.py).
+docker-env-check: $(VENV)/.dev system-deps
+	rm -rf $(DOCKER_ENV)
+	$(PYTHON) -m venv $(DOCKER_ENV)
+	$(DOCKER_ENV)/bin/python -m pip install -q --no-cache-dir -r requirements.txt
+	LANDSCAPE_DEPLOY_VENV=$(DOCKER_ENV) $(BIN)/python -m pytest tests/test_deploy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache tests/artifacts
