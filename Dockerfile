@@ -21,7 +21,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOST=0.0.0.0 \
     PORT=8050 \
     WEB_CONCURRENCY=2 \
-    GUNICORN_THREADS=4
+    GUNICORN_THREADS=16
 
 RUN groupadd --system --gid 10001 landscape \
     && useradd --system --uid 10001 --gid landscape --create-home --home-dir /home/landscape \

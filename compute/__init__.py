@@ -16,3 +16,16 @@ from compute._models import (  # noqa: E402
     ACTIVATIONS, INITIALISERS, MODEL_KINDS, ModelSpec, flatten_params, forward, init_params,
     make_model, params_from_arrays, params_to_arrays, spec_from_arrays, unflatten_params)
 from compute import _limits as limits  # noqa: E402
+from compute._lanczos import *  # noqa: E402,F401,F403
+from compute._hessian import *  # noqa: E402,F401,F403
+from compute._theory import *  # noqa: E402,F401,F403
+from compute._critical import *  # noqa: E402,F401,F403
+from compute._saddle import *  # noqa: E402,F401,F403
+from compute._sharding import *  # noqa: E402,F401,F403
+from compute._optimisers import *  # noqa: E402,F401,F403
+from compute._paths import *  # noqa: E402,F401,F403
+from compute._plateaus import *  # noqa: E402,F401,F403
+from compute._projection import *  # noqa: E402,F401,F403
+from compute._saxe import *  # noqa: E402,F401,F403
+from compute._planes import *  # noqa: E402,F401,F403
+from compute._surface import *  # noqa: E402,F401,F403

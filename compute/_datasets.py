@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_FEATURES, MAX_SAMPLES, MAX_UPLOAD_BYTES
+from compute._limits import MAX_FEATURES, MAX_NOISE, MAX_SAMPLES, MAX_UPLOAD_BYTES
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -111,7 +111,6 @@ _DEFAULT_NOISE = {
     "spirals": 0.1,
     "blobs": 0.5,
 }
-_MAX_NOISE = 1e3
 _IRIS_PATH = Path(__file__).resolve().parent / "data" / "iris.csv"
 _IRIS_SPECIES = ("setosa", "versicolor", "virginica")
 
@@ -257,10 +256,10 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
 
 def _check_noise(noise: object) -> float:
     if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)):
-        raise InputError(f"noise must be a number between 0 and {_MAX_NOISE:g}, got {noise!r}.")
+        raise InputError(f"noise must be a number between 0 and {MAX_NOISE:g}, got {noise!r}.")
     value = float(noise)
-    if math.isnan(value) or value < 0 or value > _MAX_NOISE:
-        raise InputError(f"noise must be between 0 and {_MAX_NOISE:g} (not negative), got {value}.")
+    if math.isnan(value) or value < 0 or value > MAX_NOISE:
+        raise InputError(f"noise must be between 0 and {MAX_NOISE:g} (not negative), got {value}.")
     return value
 
 

@@ -20,6 +20,25 @@ MAX_SLQ_PROBES = 64            # random probes of stochastic Lanczos quadrature
 MAX_UPLOAD_BYTES = 20 * 2**20  # uploaded .npz / .csv
 MAX_SPAN = 1e3                 # half-width of a plane's coordinate range
 MEMORY_BUDGET_BYTES = 512 * 2**20  # working memory one surface/grid call may use
+MAX_SEED = 2**31 - 1           # seeds of data, inits and paths
+MAX_INIT_SCALE = 1e3           # multiplier of an initialiser
+MAX_NOISE = 1e3                # noise of a synthetic dataset
+MAX_LR = 1e3                   # step size in the dashboard (the CLI allows up to 1e6)
+MIN_GRID = 3                   # points per side of a dashboard surface
+MAX_PARAMS_EXACT_LAMBDA = 256  # λ_min/λ_max along a path: exact eigh up to here, Lanczos above
+MAX_PATH_WEIGHT_BYTES = 128 * 2**20  # recorded weights of one path
+MAX_CURVE_POINTS = 5_001       # loss / gradient-norm points the dashboard receives per path
+MAX_WEIGHT_ROWS = 1_001        # recorded path points the dashboard receives
+MAX_WEIGHT_FLOATS = 4_000_000  # ... and at most this many numbers in all (16 MB)
+MAX_BALDI_HORNIK_POINTS = 1_024  # enumerated Baldi-Hornik critical points
+MAX_CONDITION = 1e12           # condition number of XᵀX accepted by the closed forms
+
+
+# Work budgets of one dashboard request (products of sizes: grid² × m × n_params, …),
+# scaled by the LANDSCAPE_WORK_SCALE environment variable on bigger hosts.
+MAX_SURFACE_WORK = 4e10
+MAX_PATH_WORK = 4e10
+MAX_STARTS_WORK = 2e11
 
 
 def check_range(name: str, value, low, high) -> None:

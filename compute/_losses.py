@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -46,12 +47,15 @@ def model_loss(spec: ModelSpec, params, X: jax.Array, Y: jax.Array,
     return loss_function(loss)(forward(spec, params, X), Y)
 
 
+@lru_cache(maxsize=256)
 def flat_objective(spec: ModelSpec, loss: str = "squared"
                    ) -> Callable[[jax.Array, jax.Array, jax.Array], jax.Array]:
     """``objective(theta, X, Y)``: the loss as a function of the flat parameters ``(n,)``.
 
     The returned function is pure and jit/vmap/grad-friendly; data are arguments (not
-    closed over) so one compiled kernel serves every dataset of the same shape.
+    closed over) so one compiled kernel serves every dataset of the same shape. It is
+    memoised per ``(spec, loss)``: compiled kernels key on the function object, so the same
+    model must always get the same function or every call would recompile.
     """
     fn = loss_function(loss)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_DEPTH, MAX_PARAMS, MAX_WIDTH
+from compute._limits import MAX_DEPTH, MAX_INIT_SCALE, MAX_PARAMS, MAX_SEED, MAX_WIDTH
 
 Params = tuple  # tuple of {"W": array, "b": array} dicts, one per layer
 
@@ -153,8 +153,10 @@ def init_params(spec: ModelSpec, seed: int = 0, *, method: str = "xavier", scale
     """
     if method not in INITIALISERS:
         raise InputError(f"init must be one of {', '.join(INITIALISERS)}, got {method!r}.")
-    if not np.isfinite(scale):
-        raise InputError(f"init scale must be a finite number, got {scale!r}.")
+    if not (isinstance(seed, (int, np.integer)) and 0 <= seed <= MAX_SEED):
+        raise InputError(f"seed must be an integer between 0 and {MAX_SEED}, got {seed!r}.")
+    if not (np.isfinite(scale) and 0 <= scale <= MAX_INIT_SCALE):
+        raise InputError(f"init scale must be between 0 and {MAX_INIT_SCALE:g}, got {scale!r}.")
     rng = np.random.default_rng(seed)
     layers = []
     for (rows, cols), b in spec.layer_shapes():
@@ -186,9 +188,16 @@ def spec_from_arrays(arrays: Mapping[str, np.ndarray], *, kind: str = "linear",
         n += 1
     if n == 0:
         raise InputError("the weights file must hold arrays named W1, W2, … (none found).")
+    expected = {f"W{k}" for k in range(1, n + 1)} | {f"b{k}" for k in range(1, n + 1)}
+    extra = sorted(set(arrays) - expected)
+    if extra:
+        raise InputError(f"unexpected arrays {', '.join(extra)} in the weights file: it must "
+                         f"hold W1..W{n} (and b1..b{n}) with no gaps.")
     shapes = []
     for k in range(1, n + 1):
         W = np.asarray(arrays[f"W{k}"])
+        if not np.issubdtype(W.dtype, np.number) or np.iscomplexobj(W):
+            raise InputError(f"W{k} must hold real numbers, got dtype {W.dtype}.")
         if W.ndim != 2:
             raise InputError(f"W{k} must be a 2-D matrix, got shape {W.shape}.")
         shapes.append(W.shape)
@@ -209,14 +218,20 @@ def spec_from_arrays(arrays: Mapping[str, np.ndarray], *, kind: str = "linear",
 def params_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray],
                        dtype=jnp.float32) -> Params:
     """Parameters from named arrays ``W1..WL`` / ``b1..bL``, shapes checked against ``spec``."""
+    def real(name, value):
+        value = np.asarray(value)
+        if not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
+            raise InputError(f"{name} must hold real numbers, got dtype {value.dtype}.")
+        return value.astype(np.float64)
+
     layers = []
     for k, ((rows, cols), b) in enumerate(spec.layer_shapes(), start=1):
-        W = np.asarray(arrays.get(f"W{k}", np.empty(0)), dtype=np.float64)
+        W = real(f"W{k}", arrays.get(f"W{k}", np.empty(0)))
         if W.shape != (rows, cols):
             raise InputError(f"W{k} must have shape {(rows, cols)}, got {W.shape}.")
         layer = {"W": W}
         if b is not None:
-            bias = np.asarray(arrays.get(f"b{k}", np.zeros(b)), dtype=np.float64).reshape(-1)
+            bias = real(f"b{k}", arrays.get(f"b{k}", np.zeros(b))).reshape(-1)
             if bias.shape != (b,):
                 raise InputError(f"b{k} must have length {b}, got shape {bias.shape}.")
             layer["b"] = bias

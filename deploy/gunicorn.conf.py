@@ -6,7 +6,7 @@ and usable as is outside Docker. Variables (defaults in brackets):
 * ``HOST`` [0.0.0.0] and ``PORT`` [8050]: the address gunicorn binds.
 * ``WEB_CONCURRENCY`` [2]: worker processes. Each is a small Flask/Dash process (no JAX:
   the numerics run in a compute server or a Celery worker), so 2-4 per core is fine.
-* ``GUNICORN_THREADS`` [4]: threads per worker (``gthread`` workers): background callbacks
+* ``GUNICORN_THREADS`` [16]: threads per worker (``gthread`` workers): background callbacks
   are polled every second or so, and threads keep one slow request from blocking the rest.
 * ``GUNICORN_TIMEOUT`` [120]: seconds a request may run before its worker is restarted.
 
@@ -34,7 +34,7 @@ def _int_env(name: str, default: int, low: int = 1) -> int:
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{_int_env('PORT', 8050)}"
 workers = _int_env("WEB_CONCURRENCY", 2)
-threads = _int_env("GUNICORN_THREADS", 4)
+threads = _int_env("GUNICORN_THREADS", 16)
 worker_class = "gthread"
 timeout = _int_env("GUNICORN_TIMEOUT", 120)
 graceful_timeout = 30
