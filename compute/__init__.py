@@ -29,3 +29,5 @@ from compute._projection import *  # noqa: E402,F401,F403
 from compute._saxe import *  # noqa: E402,F401,F403
 from compute._planes import *  # noqa: E402,F401,F403
 from compute._surface import *  # noqa: E402,F401,F403
+from compute._index_map import *  # noqa: E402,F401,F403
+from compute._conservation import *  # noqa: E402,F401,F403

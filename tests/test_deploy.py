@@ -235,7 +235,7 @@ def test_gunicorn_config_reads_the_environment(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     defaults = runpy.run_path(str(GUNICORN_CONF))
     assert defaults["bind"] == "0.0.0.0:8050"
-    assert (defaults["workers"], defaults["threads"]) == (2, 4)
+    assert (defaults["workers"], defaults["threads"]) == (2, 16)
     assert defaults["worker_class"] == "gthread"
     assert defaults["preload_app"] is False
     monkeypatch.setenv("HOST", "127.0.0.1")
