@@ -30,7 +30,12 @@ import numpy as np
 
 from compute._critical import default_tolerance
 from compute._errors import InputError
-from compute._limits import MAX_GRID, MAX_PARAMS_EXACT_HESSIAN, MEMORY_BUDGET_BYTES
+from compute._limits import (
+    MAX_GRID,
+    MAX_INDEX_MAP_WORK,
+    MAX_PARAMS_INDEX_MAP,
+    MEMORY_BUDGET_BYTES,
+)
 from compute._losses import flat_objective
 from compute._models import ModelSpec
 from compute._surface import _check_budget, _check_problem, _coordinates
@@ -44,9 +49,6 @@ __all__ = [
 
 # One exact Hessian and eigensolve per grid cell: the model must be much smaller than for a
 # single exact spectrum (a 201 × 201 grid is 40 401 of them).
-MAX_PARAMS_INDEX_MAP = MAX_PARAMS_EXACT_HESSIAN // 8   # 500
-# Cells × n² × (n + m): about the FLOPs of the Hessians (∝ m n² each) and eigensolves (∝ n³).
-MAX_INDEX_MAP_WORK = 2e12
 # Cells per chunk are also capped so one chunk's working set (by the generous per-cell
 # estimate below) stays near this size: on the 2-core CPU (74-parameter MLP, m = 200) the
 # Hessians ran 1.5x faster in chunks of 8 cells than of 62.

@@ -32,6 +32,8 @@ MAX_WEIGHT_ROWS = 1_001        # recorded path points the dashboard receives
 MAX_WEIGHT_FLOATS = 4_000_000  # ... and at most this many numbers in all (16 MB)
 MAX_BALDI_HORNIK_POINTS = 1_024  # enumerated Baldi-Hornik critical points
 MAX_CONDITION = 1e12           # condition number of XᵀX accepted by the closed forms
+MAX_PARAMS_INDEX_MAP = MAX_PARAMS_EXACT_HESSIAN // 8  # exact Hessian at every grid cell
+MAX_INDEX_MAP_WORK = 2e12      # cells × n² × (n + m): Hessians (∝ m n²) + eigensolves (∝ n³)
 
 
 # Work budgets of one dashboard request (products of sizes: grid² × m × n_params, …),
