@@ -85,6 +85,8 @@ def make_model(kind: str, d_x: int, d_y: int, widths=(), *, activation: str = "r
     """Validated :class:`ModelSpec`; ``kind="linear"`` forces identity and no biases."""
     if kind not in MODEL_KINDS:
         raise InputError(f"model must be one of {', '.join(MODEL_KINDS)}, got {kind!r}.")
+    if any(isinstance(w, bool) or int(w) != w for w in (d_x, d_y, *widths)):
+        raise InputError(f"layer widths must be whole numbers, got {list(widths)}.")
     widths = tuple(int(w) for w in widths)
     if len(widths) > MAX_DEPTH:
         raise InputError(f"at most {MAX_DEPTH} hidden layers are allowed, got {len(widths)}.")
@@ -231,7 +233,9 @@ def params_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray],
             raise InputError(f"W{k} must have shape {(rows, cols)}, got {W.shape}.")
         layer = {"W": W}
         if b is not None:
-            bias = real(f"b{k}", arrays.get(f"b{k}", np.zeros(b))).reshape(-1)
+            if f"b{k}" not in arrays:
+                raise InputError(f"the model has biases but b{k} is missing.")
+            bias = real(f"b{k}", arrays[f"b{k}"]).reshape(-1)
             if bias.shape != (b,):
                 raise InputError(f"b{k} must have length {b}, got shape {bias.shape}.")
             layer["b"] = bias
