@@ -12,15 +12,11 @@ from compute._datasets import load_dataset
 from compute._hessian import hessian_matrix
 from compute._saddle import find_critical_point
 from compute._theory import deep_linear_global_minimizer, swirszcz_points
+from tests.reference import np_squared_loss
 
 
 def _np_linear_loss(theta, X, Y, sizes):
-    h, o = X, 0
-    for k in range(len(sizes) - 1):
-        W = theta[o:o + sizes[k + 1] * sizes[k]].reshape(sizes[k + 1], sizes[k])
-        o += W.size
-        h = h @ W.T
-    return 0.5 * np.sum((h - Y) ** 2) / X.shape[0]
+    return np_squared_loss(theta, sizes, X, Y)
 
 
 @pytest.fixture(scope="module")

@@ -18,21 +18,12 @@ from compute._hessian import (
     hessian_vector_product,
 )
 from compute._limits import MAX_PARAMS_EXACT_HESSIAN
+from tests.reference import np_squared_loss
 
 
 def _np_tanh_mlp_loss(theta, X, Y, sizes):
-    """(1/2m) ‖f(X) − Y‖² of a tanh MLP with biases, in numpy, flat order W1, b1, W2, …"""
-    h, o = X, 0
-    for k in range(len(sizes) - 1):
-        rows, cols = sizes[k + 1], sizes[k]
-        W = theta[o:o + rows * cols].reshape(rows, cols)
-        o += rows * cols
-        b = theta[o:o + rows]
-        o += rows
-        h = h @ W.T + b
-        if k < len(sizes) - 2:
-            h = np.tanh(h)
-    return 0.5 * np.sum((h - Y) ** 2) / X.shape[0]
+    """(1/2m) ‖f(X) − Y‖² of a tanh MLP with biases, in numpy."""
+    return np_squared_loss(theta, sizes, X, Y, act="tanh", bias=True)
 
 
 @pytest.fixture(scope="module")

@@ -23,16 +23,11 @@ from compute._theory import (
     origin_hessian_eigenvalues_one_hidden,
     swirszcz_points,
 )
+from tests.reference import np_squared_loss
 
 
 def _np_linear_loss(theta, X, Y, sizes):
-    """(1/2m) ‖X W_1ᵀ ⋯ W_Lᵀ − Y‖² in numpy."""
-    h, o = X, 0
-    for k in range(len(sizes) - 1):
-        W = theta[o:o + sizes[k + 1] * sizes[k]].reshape(sizes[k + 1], sizes[k])
-        o += W.size
-        h = h @ W.T
-    return 0.5 * np.sum((h - Y) ** 2) / X.shape[0]
+    return np_squared_loss(theta, sizes, X, Y)
 
 
 def _np_relu_loss_sum(theta, X, Y, h):

@@ -1,0 +1,43 @@
+"""Independent numpy references shared by the tests: a forward pass and losses written
+from THEORY.md's conventions (rows are samples; flat order W1 row-major, b1, W2, …), with no
+JAX and nothing from compute/."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ACTIVATIONS = {"identity": lambda z: z, "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}
+
+
+def np_layers(theta, sizes, bias=False):
+    """``[(W_k, b_k or None), …]`` from a flat vector in THEORY.md's order."""
+    layers, off = [], 0
+    for k in range(len(sizes) - 1):
+        rows, cols = sizes[k + 1], sizes[k]
+        W = theta[off:off + rows * cols].reshape(rows, cols)
+        off += rows * cols
+        b = None
+        if bias:
+            b = theta[off:off + rows]
+            off += rows
+        layers.append((W, b))
+    assert off == theta.size, "flat vector length does not match the layer sizes"
+    return layers
+
+
+def np_forward(theta, sizes, X, *, act="identity", bias=False):
+    """Network outputs (m, d_y)."""
+    fn = ACTIVATIONS[act]
+    h = X
+    layers = np_layers(np.asarray(theta, np.float64), sizes, bias)
+    for k, (W, b) in enumerate(layers):
+        h = h @ W.T + (0 if b is None else b)
+        if k < len(layers) - 1:
+            h = fn(h)
+    return h
+
+
+def np_squared_loss(theta, sizes, X, Y, *, act="identity", bias=False):
+    """(1/2m) Σ_i ‖f(x_i) − y_i‖²."""
+    R = np_forward(theta, sizes, X, act=act, bias=bias) - Y
+    return 0.5 * np.sum(R * R) / X.shape[0]
