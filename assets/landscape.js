@@ -79,6 +79,25 @@
       .build();
   }
 
+  // The surface's height at the grid node nearest (a, b), or null when its data are not
+  // plain arrays (the selected marker is then left off the 3-D view).
+  function surfaceHeight(fig, a, b) {
+    var tr = fig && fig.data && fig.data[0];
+    if (!tr || !Array.isArray(tr.x) || !Array.isArray(tr.y) || !Array.isArray(tr.z)) {
+      return null;
+    }
+    var i = 0, j = 0, k;
+    for (k = 1; k < tr.x.length; k++) {
+      if (Math.abs(tr.x[k] - a) < Math.abs(tr.x[j] - a)) { j = k; }
+    }
+    for (k = 1; k < tr.y.length; k++) {
+      if (Math.abs(tr.y[k] - b) < Math.abs(tr.y[i] - b)) { i = k; }
+    }
+    var row = tr.z[i];
+    var z = Array.isArray(row) ? row[j] : null;
+    return typeof z === "number" && isFinite(z) ? z : null;
+  }
+
   function hasFrames(anim) { return anim && anim.step && anim.step.length > 0; }
 
   window.dash_clientside = window.dash_clientside || {};
@@ -140,6 +159,16 @@
 
     select: function (view, anim, contour, surface, path) {
       var step = view ? view.selected_step : null;
+      var a = view ? view.selected_alpha : null, b = view ? view.selected_beta : null;
+      if (typeof a === "number" && typeof b === "number") {
+        // a clicked plane point (α, β): the origin when the plane is centred there
+        if (view.center === "selected") { a = 0; b = 0; }
+        var z = surfaceHeight(surface, a, b);
+        return [movePoint(contour, SELECTED_UID, [a], [b], null),
+                z === null ? movePoint(surface, SELECTED_UID, [], [], [])
+                           : movePoint(surface, SELECTED_UID, [a], [b], [z]),
+                moveLine(path, "selected", 0, false)];
+      }
       if (step === null || step === undefined || !hasFrames(anim)) {
         return [movePoint(contour, SELECTED_UID, [], [], null),
                 movePoint(surface, SELECTED_UID, [], [], []),

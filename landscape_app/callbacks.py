@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import threading
 import time
 import zipfile
@@ -397,6 +398,42 @@ def step_from_click(click: Mapping | None, anim: Mapping | None) -> int | None:
     return int(anim["step"][k])
 
 
+def selection_from_click(click: Mapping | None, anim: Mapping | None,
+                         view: Mapping | None) -> tuple[str, str, str] | None:
+    """Control texts ``(selected_step, selected_alpha, selected_beta)`` for a click on a
+    plane view; None when the click designates nothing.
+
+    A click on the path selects that path point (and clears α, β). A click elsewhere selects
+    the plane point (α, β): measured from the plane's centre, whose path point goes into
+    ``selected_step`` (0 for the start, empty for the end) so that centre "selected" builds
+    the same plane; on a plane already centred at a selected point the click is added to
+    that point's (α, β).
+    """
+    if not click or not click.get("points"):
+        return None
+    point = click["points"][0]
+    custom = point.get("customdata")
+    if isinstance(custom, int | float) and not isinstance(custom, bool) \
+            and point.get("curveNumber", 0) != 0:
+        return str(int(custom)), "", ""
+    x, y = point.get("x"), point.get("y")
+    if not isinstance(x, int | float) or not isinstance(y, int | float) \
+            or isinstance(x, bool) or isinstance(y, bool):
+        return None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        return None
+    view = view or {}
+    if view.get("center") == "selected":
+        step = view.get("selected_step")
+        a0, b0 = view.get("selected_alpha"), view.get("selected_beta")
+        if isinstance(a0, int | float) and isinstance(b0, int | float):
+            x, y = x + a0, y + b0
+        step_text = "" if step is None else str(step)
+    else:
+        step_text = "0" if view.get("center") == "init" else ""
+    return step_text, f"{float(x):.6g}", f"{float(y):.6g}"
+
+
 # --------------------------------------------------------------------------- payload helpers
 
 
@@ -430,11 +467,24 @@ def _project(weights: np.ndarray, center: np.ndarray, d1: np.ndarray,
 
 
 def _selected_point(view: Mapping, anim: Mapping | None) -> tuple[float, float] | None:
+    """Plane coordinates of the selected point: the clicked plane point (α, β) (the
+    origin when the plane is centred there), else the path point of ``selected_step``."""
+    a, b = view.get("selected_alpha"), view.get("selected_beta")
+    if isinstance(a, int | float) and isinstance(b, int | float) \
+            and not isinstance(a, bool) and not isinstance(b, bool):
+        return (0.0, 0.0) if view.get("center") == "selected" else (float(a), float(b))
     step = view.get("selected_step")
     if step is None or not anim or not anim.get("step"):
         return None
     k = int(np.argmin(np.abs(np.asarray(anim["step"], dtype=float) - step)))
     return anim["x"][k], anim["y"][k]
+
+
+def _where(plane_point, step, end: str) -> str:
+    """Where a curvature view was evaluated: a plane point (α, β), a step or the end."""
+    if isinstance(plane_point, list | tuple) and len(plane_point) == 2:
+        return f"plane point α={figures._fmt(plane_point[0])}, β={figures._fmt(plane_point[1])}"
+    return f"step {step}" if step is not None else end
 
 
 def _diverged(payload: Mapping) -> int | None:
@@ -528,7 +578,10 @@ def _plane_title(view: Mapping, p: Mapping) -> str:
              "filter": "filter-normalised plane", "layer": "layer-normalised plane",
              "hessian": "top Hessian eigenvectors", "points": "plane through init, mid, end"}
     text = names.get(str(view.get("plane")), str(view.get("plane")))
-    centre = {"final": "end", "init": "start", "selected": f"step {view.get('selected_step')}"}
+    selected = f"step {view.get('selected_step')}"
+    if schema.has_plane_point(view):
+        selected = "selected plane point"
+    centre = {"final": "end", "init": "start", "selected": selected}
     return f"{text}, centred at the {centre.get(str(view.get('center')), '?')}"
 
 
@@ -619,7 +672,7 @@ def build_spectrum(view: Mapping, present: bool = False,
                            zero_tol=zero_tol if isinstance(zero_tol, int | float) else None)
     figures.apply_presentation(fig, present)
     step = p.get("step", view.get("selected_step"))
-    where = f"step {step}" if step is not None else "the end of the path"
+    where = _where(p.get("plane_point"), step, "the end of the path")
     info = [f"at {where}"]
     for key, label in (("loss", "loss"), ("grad_norm", "‖∇L‖"), ("index", "index"),
                        ("n_params", "parameters")):
@@ -688,7 +741,7 @@ def build_critical(view: Mapping, present: bool = False,
             html.Span(" · loss " + figures._fmt(p.get("loss")) + " · ‖∇L‖ "
                       + figures._fmt(p.get("grad_norm")) + " · found "
                       + figures._fmt(p.get("distance")) + " away from "
-                      + (f"step {start}" if start is not None else "the end"),
+                      + _where(p.get("start_plane_point"), start, "the end"),
                       className="muted")]
     marker = None
     point = _arr(p, "point")
@@ -869,7 +922,8 @@ def _has_error(values: list) -> bool:
 def rendered(name: str, view: Mapping, present: bool, build: Callable[[], list]) -> list:
     """``build()``'s outputs for card ``name`` of ``view``, from this process's memo when the
     same card was drawn before (errors are never memoised)."""
-    memo_key = json.dumps([name, KEY_FNS[name](view), view.get("selected_step"), present])
+    memo_key = json.dumps([name, KEY_FNS[name](view), view.get("selected_step"),
+                           view.get("selected_alpha"), view.get("selected_beta"), present])
     with _rendered_lock:
         if memo_key in _rendered:
             _rendered.move_to_end(memo_key)
@@ -1054,26 +1108,28 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
     # ---- selecting a point
     @app.callback(
         Output("ctl-selected_step", "value", allow_duplicate=True),
+        Output("ctl-selected_alpha", "value", allow_duplicate=True),
+        Output("ctl-selected_beta", "value", allow_duplicate=True),
         Input("contour-graph", "clickData"),
         Input("surface-graph", "clickData"),
         Input("path-graph", "clickData"),
         State("anim-store", "data"),
+        State("settings-store", "data"),
         prevent_initial_call=True,
     )
-    def _select(contour_click, surface_click, path_click, anim):
+    def _select(contour_click, surface_click, path_click, anim, view):
         trig = ctx.triggered_id
         if trig == "path-graph":
             pts = (path_click or {}).get("points") or []
             x = pts[0].get("x") if pts else None
             if not isinstance(x, int | float):
                 raise PreventUpdate
-            step = int(round(x))
-        else:
-            step = step_from_click(contour_click if trig == "contour-graph" else surface_click,
-                                   anim)
-        if step is None:
+            return str(int(round(x))), "", ""
+        chosen = selection_from_click(
+            contour_click if trig == "contour-graph" else surface_click, anim, view)
+        if chosen is None:
             raise PreventUpdate
-        return str(step)
+        return chosen
 
     @app.callback(
         Output("ctl-center", "value", allow_duplicate=True),
@@ -1082,7 +1138,8 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
         prevent_initial_call=True,
     )
     def _recentre(_, view):
-        if not view or view.get("selected_step") is None:
+        if not view or (view.get("selected_step") is None
+                        and not schema.has_plane_point(view)):
             raise PreventUpdate
         return "selected"
 

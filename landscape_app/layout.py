@@ -90,6 +90,9 @@ SECTIONS: tuple[tuple[str, tuple[tuple, ...]], ...] = (
     ("Curvature & starts", (
         ("selected_step", "Selected step", "text", None,
          "click the path to choose; empty: the end"),
+        ("selected_alpha", "Selected α", "text", None,
+         "click the contour off the path to choose a plane point; empty: none"),
+        ("selected_beta", "Selected β", "text", None, None),
         ("spectrum_method", "Spectrum", "radio",
          [("auto", "auto"), ("exact", "exact"), ("lanczos", "Lanczos")], None),
         ("k", "Lanczos k", "text", None, None),

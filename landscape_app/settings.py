@@ -37,6 +37,7 @@ __all__ = [
     "canonical_key",
     "compute_fields",
     "dataset_shape",
+    "has_plane_point",
     "n_params",
     "settings_from_query",
     "settings_to_query",
@@ -128,6 +129,10 @@ DEFAULTS: dict = {
     "grid": 41,
     "center": "final",
     "selected_step": None,
+    # A clicked point (α, β) of the current plane, off the path: when both are set, the
+    # spectrum and critical-point views start there and centre "selected" recentres there.
+    "selected_alpha": None,
+    "selected_beta": None,
     "spectrum_method": "auto",
     "k": 10,
     "n_starts": 64,
@@ -171,6 +176,8 @@ _FLOATS: dict[str, tuple[float, float, bool, bool, bool]] = {
     "lr": (0.0, MAX_LR, False, True, False),
     "momentum": (0.0, 1.0, True, False, False),
     "span": (0.0, LIMITS.MAX_SPAN, False, True, False),
+    "selected_alpha": (-LIMITS.MAX_SPAN, LIMITS.MAX_SPAN, True, True, True),
+    "selected_beta": (-LIMITS.MAX_SPAN, LIMITS.MAX_SPAN, True, True, True),
 }
 _BOOLS = ("bias", "signed_targets", "log_scale")
 _INT_HINT = {"lambda_every": " (0 = never)", "selected_step": " or empty",
@@ -521,9 +528,17 @@ def _check_combinations(s: dict, errors: dict[str, str]) -> None:
     if s["selected_step"] is not None and s["selected_step"] > s["steps"]:
         fail("selected_step", f"the selected step must be between 0 and steps ({s['steps']}), "
                               f"got {s['selected_step']}.", None)
-    if s["center"] == "selected" and s["selected_step"] is None:
+    if (s["selected_alpha"] is None) != (s["selected_beta"] is None):
+        missing = "selected_beta" if s["selected_beta"] is None else "selected_alpha"
+        other = "selected_alpha" if missing == "selected_beta" else "selected_beta"
+        fail(missing, f"{missing} is needed with {other}: a point of the plane has both "
+                      "coordinates (or leave both empty).", None)
+        fail(other, f"{other} needs {missing} too: a point of the plane has both "
+                    "coordinates (or leave both empty).", None)
+    if s["center"] == "selected" and s["selected_step"] is None \
+            and s["selected_alpha"] is None:
         fail("center", "centre 'selected' needs a selected point: click a point of the path "
-                       "first.", "final")
+                       "or of the contour first.", "final")
     grid = max(MIN_GRID, int(math.isqrt(int(MAX_SURFACE_WORK // work))))
     if s["grid"] > grid:
         fail("grid", f"a {s['grid']}×{s['grid']} grid of this model on {rows:,} samples is too "
@@ -615,6 +630,7 @@ _PROBLEM_FIELDS = ("model", "widths", "activation", "bias", "loss", "dataset", "
                    "seed", "precision")
 _PATH_FIELDS = ("optimizer", "lr", "steps", "batch", "momentum")
 _PLANE_FIELDS = ("plane", "span", "center", "selected_step")
+_PLANE_POINT_FIELDS = ("selected_alpha", "selected_beta")
 
 
 def compute_fields(task: str, settings: Mapping) -> dict:
@@ -634,10 +650,14 @@ def compute_fields(task: str, settings: Mapping) -> dict:
             names += ["spectrum_method"]
         if not (plane_needs_path or center_needs_path or task == "cut"):
             names = [n for n in names if n not in _PATH_FIELDS]
-        if settings.get("center") != "selected":
+        if settings.get("center") == "selected":
+            names += _PLANE_POINT_FIELDS
+        else:
             names.remove("selected_step")
     elif task in ("spectrum", "critical_point"):
-        names += [*_PATH_FIELDS, "selected_step", "spectrum_method", "k"]
+        names += [*_PATH_FIELDS, "selected_step", "spectrum_method", "k", *_PLANE_POINT_FIELDS]
+        if has_plane_point(settings):  # the point lies on the plane: its fields count
+            names += ["plane", "span", "center"]
     elif task == "many_starts":
         names += [*_PATH_FIELDS, "n_starts"]
     elif task == "theory":  # L*, and the gap of the path's final point to it
@@ -645,6 +665,12 @@ def compute_fields(task: str, settings: Mapping) -> dict:
     if settings.get("model") == "linear":
         names = [n for n in names if n not in ("activation", "bias")]
     return {n: settings.get(n) for n in names}
+
+
+def has_plane_point(settings: Mapping) -> bool:
+    """Whether the settings select a point (α, β) of the plane (both coordinates set)."""
+    return settings.get("selected_alpha") is not None \
+        and settings.get("selected_beta") is not None
 
 
 def _canonical(value: object):

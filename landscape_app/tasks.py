@@ -48,6 +48,7 @@ from compute._losses import flat_objective
 from compute._models import flatten_params, init_params, make_model
 from landscape_app.settings import (
     canonical_key,
+    has_plane_point,
     upload_dir,
     upload_info,
     validate_settings,
@@ -340,6 +341,30 @@ def _cover(coords: np.ndarray, span: float) -> tuple[tuple[float, float], tuple[
 def make_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dict:
     """The slice of the settings: ``{center, d1, d2, alpha_range, beta_range, ...}``.
 
+    With a selected plane point (``selected_alpha``/``selected_beta`` both set) the result
+    also has ``selected``: the point ``center + α·d1 + β·d2`` of the plane that the centre
+    setting describes (for centre "selected": the plane at the selected path point,
+    ``selected_step`` or the end). Centre "selected" then moves the plane there: same
+    directions, centre at that point (its coordinates become (0, 0)).
+    """
+    plane = _base_plane(s, problem, path, progress)
+    if not has_plane_point(s):
+        return plane
+    a, b = float(s["selected_alpha"]), float(s["selected_beta"])
+    point = _f64(plane["center"] + a * plane["d1"] + b * plane["d2"])
+    plane["selected"] = point
+    if s["center"] == "selected":
+        plane["center"] = point
+        plane["center_step"] = None
+        if s["plane"] in ("pca", "points"):  # the window covered the path: keep covering it
+            (a0, a1), (b0, b1) = plane["alpha_range"], plane["beta_range"]
+            plane["alpha_range"], plane["beta_range"] = (a0 - a, a1 - a), (b0 - b, b1 - b)
+    return plane
+
+
+def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dict:
+    """:func:`make_plane` before a selected plane point moves it.
+
     * ``random``/``filter``/``layer``: random directions (plain, filter-normalised or
       layer-normalised, Li et al. 2018) at the centre, window ``±span``;
     * ``hessian``: the Hessian eigenvectors of λ_min and λ_max at the centre, ``±span``;
@@ -406,6 +431,8 @@ def _marks(plane: Mapping, problem: Problem, path) -> tuple[dict, dict]:
         points["final"] = _f64(path.final)
     if "saddle" in plane:
         points["saddle"] = plane["saddle"]
+    if "selected" in plane:
+        points["selected"] = plane["selected"]
     points["center"] = plane["center"]
     coords, dist = project_onto_plane(np.stack(list(points.values())), plane["center"],
                                       plane["d1"], plane["d2"])
@@ -505,12 +532,25 @@ def cut_task(s: Mapping, progress: ProgressFn) -> dict:
 
 
 def _selected_point(s: Mapping, problem: Problem, progress: ProgressFn, hi: float):
-    """The selected point of the path (``selected_step``; the final point by default)."""
+    """``(θ, step, path)`` of the selected point: the plane point (α, β) of the current
+    plane when both are set (step None), else the path point of ``selected_step`` (the
+    final point by default)."""
+    if has_plane_point(s):
+        path = compute_path(s, problem, progress, 0.0, hi) if _needs_path(s) else None
+        plane = make_plane(s, problem, path, progress)
+        return plane["selected"], None, path
     if s["selected_step"] == 0:
         return _f64(problem.theta0), 0, None
     path = compute_path(s, problem, progress, 0.0, hi)
     theta, step = _path_point(path, s["selected_step"])
     return theta, step, path
+
+
+def _plane_point(s: Mapping) -> list[float] | None:
+    """``[α, β]`` of the selected plane point, or None (the path point is selected)."""
+    if not has_plane_point(s):
+        return None
+    return [float(s["selected_alpha"]), float(s["selected_beta"])]
 
 
 def _classify(s: Mapping, problem: Problem, theta: np.ndarray, spectrum=None):
@@ -566,7 +606,8 @@ def spectrum_task(s: Mapping, progress: ProgressFn) -> dict:
         "complete": bool(spectrum.complete), "n_params": problem.spec.n_params,
         "density": None if spectrum.density is None else {
             "grid": _f32(spectrum.density[0]), "values": _f32(spectrum.density[1])},
-        "sigma": spectrum.sigma, "step": step, "loss": problem.loss_at(theta),
+        "sigma": spectrum.sigma, "step": step, "plane_point": _plane_point(s),
+        "loss": problem.loss_at(theta),
         "grad_norm": problem.grad_norm_at(theta), "point": _f64(theta),
         "global_min": _global_min(s, problem),
         "induced_model_loss": _induced_model_loss(problem, theta),
@@ -591,7 +632,8 @@ def critical_point_task(s: Mapping, progress: ProgressFn) -> dict:
                                         spec=problem.spec, global_min=global_min)
     point = _f64(point)
     progress(0.9, "classifying")
-    payload = {"start_step": step, "start": _f64(theta), "point": point,
+    payload = {"start_step": step, "start_plane_point": _plane_point(s),
+               "start": _f64(theta), "point": point,
                "distance": float(search.distance), "search_steps": int(search.steps),
                "converged": bool(search.converged), "tol": float(search.tol),
                "grad_norm_history": _f64(search.grad_norm_history),
