@@ -423,6 +423,9 @@ def selection_from_click(click: Mapping | None, anim: Mapping | None,
     if not (math.isfinite(x) and math.isfinite(y)):
         return None
     view = view or {}
+    step = _path_step_near(x, y, anim, view)
+    if step is not None:  # the contour reports its grid node: a click on the drawn path
+        return str(step), "", ""
     if view.get("center") == "selected":
         step = view.get("selected_step")
         a0, b0 = view.get("selected_alpha"), view.get("selected_beta")
@@ -432,6 +435,31 @@ def selection_from_click(click: Mapping | None, anim: Mapping | None,
     else:
         step_text = "0" if view.get("center") == "init" else ""
     return step_text, f"{float(x):.6g}", f"{float(y):.6g}"
+
+
+def _path_step_near(x: float, y: float, anim: Mapping | None, view: Mapping) -> int | None:
+    """The path step drawn within about one grid cell of the plane point (x, y), if any.
+
+    A click on the contour reports the nearest grid node, not the path trace under the
+    pointer, so "on the path" means within 1.5 grid cells of a path point (cells sized from
+    the path's extent, as the plane's window is)."""
+    if not anim or not anim.get("step") or view.get("center") == "selected":
+        return None
+    try:
+        xs, ys = np.asarray(anim["x"], dtype=float), np.asarray(anim["y"], dtype=float)
+        steps = list(anim["step"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if xs.size == 0 or xs.shape != ys.shape or len(steps) != xs.size:
+        return None
+    cells = max(int(view.get("grid") or 41) - 1, 1) if isinstance(view.get("grid") or 41, int) \
+        else 40
+    cell = max(np.ptp(xs), np.ptp(ys)) / cells
+    d2 = (xs - x) ** 2 + (ys - y) ** 2
+    k = int(np.argmin(d2))
+    if cell > 0 and d2[k] <= (1.5 * cell) ** 2:
+        return int(steps[k])
+    return None
 
 
 # --------------------------------------------------------------------------- payload helpers
