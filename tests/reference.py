@@ -26,8 +26,8 @@ def np_layers(theta, sizes, bias=False):
 
 
 def np_forward(theta, sizes, X, *, act="identity", bias=False):
-    """Network outputs (m, d_y)."""
-    fn = ACTIVATIONS[act]
+    """Network outputs (m, d_y); ``act`` is a name of ACTIVATIONS or a numpy function."""
+    fn = act if callable(act) else ACTIVATIONS[act]
     h = X
     layers = np_layers(np.asarray(theta, np.float64), sizes, bias)
     for k, (W, b) in enumerate(layers):

@@ -25,41 +25,21 @@ from compute._paths import (
     run_path,
     saddle_plus_eigenvector,
 )
+from tests import reference
 
 # --------------------------------------------------------------------------- numpy references
 
 
 def np_layers(sizes, theta, bias=False):
-    """Split a flat vector in THEORY.md's order (W1 row-major, b1, W2, …)."""
-    layers, off = [], 0
-    for k in range(len(sizes) - 1):
-        rows, cols = sizes[k + 1], sizes[k]
-        W = theta[off:off + rows * cols].reshape(rows, cols)
-        off += rows * cols
-        b = None
-        if bias:
-            b = theta[off:off + rows]
-            off += rows
-        layers.append((W, b))
-    assert off == theta.size
-    return layers
+    return reference.np_layers(theta, sizes, bias)
 
 
 def np_forward(sizes, theta, X, act=lambda h: h, bias=False):
-    h = X
-    layers = np_layers(sizes, theta, bias)
-    for k, (W, b) in enumerate(layers):
-        h = h @ W.T
-        if b is not None:
-            h = h + b
-        if k < len(layers) - 1:
-            h = act(h)
-    return h
+    return reference.np_forward(theta, sizes, X, act=act, bias=bias)
 
 
 def np_loss(sizes, theta, X, Y, act=lambda h: h, bias=False):
-    R = np_forward(sizes, theta, X, act, bias) - Y
-    return 0.5 * np.sum(R * R) / X.shape[0]
+    return reference.np_squared_loss(theta, sizes, X, Y, act=act, bias=bias)
 
 
 def np_linear_grad(sizes, theta, X, Y):

@@ -17,6 +17,7 @@ from compute._datasets import load_dataset  # noqa: E402
 from landscape_app import tasks  # noqa: E402
 from landscape_app.compute_server import decode_payload, encode_payload  # noqa: E402
 from landscape_app.settings import DEFAULTS, upload_dir  # noqa: E402
+from tests.reference import np_forward, np_layers
 
 
 def _run(name: str, **settings) -> dict:
@@ -35,29 +36,7 @@ MLP = dict(dataset="two_moons", n_samples=24, model="mlp", widths=[4], activatio
 
 
 def _layers(theta, sizes, bias):
-    theta, out, offset = np.asarray(theta, np.float64), [], 0
-    for k in range(len(sizes) - 1):
-        rows, cols = sizes[k + 1], sizes[k]
-        W = theta[offset:offset + rows * cols].reshape(rows, cols)
-        offset += rows * cols
-        b = None
-        if bias:
-            b = theta[offset:offset + rows]
-            offset += rows
-        out.append((W, b))
-    assert offset == theta.size
-    return out
-
-
-def np_forward(theta, sizes, X, *, bias=False, act="identity"):
-    fn = {"identity": lambda z: z, "tanh": np.tanh, "relu": lambda z: np.maximum(z, 0)}[act]
-    h = X
-    layers = _layers(theta, sizes, bias)
-    for k, (W, b) in enumerate(layers):
-        h = h @ W.T + (0 if b is None else b)
-        if k < len(layers) - 1:
-            h = fn(h)
-    return h
+    return np_layers(np.asarray(theta, np.float64), sizes, bias)
 
 
 def np_loss(theta, sizes, X, Y, *, bias=False, act="identity", loss="squared"):
