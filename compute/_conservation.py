@@ -31,7 +31,8 @@ import numpy as np
 from compute._errors import InputError
 from compute._models import ModelSpec, unflatten_params
 
-__all__ = ["BALANCEDNESS_ACTIVATIONS", "balancedness", "balancedness_drift"]
+__all__ = ["BALANCEDNESS_ACTIVATIONS", "balancedness", "balancedness_drift",
+           "rescaling_directions"]
 
 # Activations with a rescaling symmetry: full matrices for identity, diagonals for the ReLUs.
 BALANCEDNESS_ACTIVATIONS = ("identity", "relu", "leaky_relu")
@@ -67,6 +68,60 @@ def balancedness_drift(spec: ModelSpec, weights) -> np.ndarray:
     _check_spec(spec)
     W = _check_weights(spec, weights, 2)
     return np.asarray(_drift_kernel(spec)(W), np.float64)
+
+
+def rescaling_directions(spec: ModelSpec, theta) -> np.ndarray:
+    """Tangent vectors of the rescaling symmetry's orbit through θ (flat order).
+
+    For hidden layer k and a generator E (d_k × d_k) the curve ``A = I + εE`` moves
+    ``W_k → A W_k``, ``b_k → A b_k``, ``W_{k+1} → W_{k+1} A⁻¹``, so its tangent is
+    ``δW_k = E W_k``, ``δb_k = E b_k``, ``δW_{k+1} = −W_{k+1} E`` (zero elsewhere). The
+    generators are all ``e_a e_bᵀ`` for identity activation (GL(d_k): d_k² of them) and
+    ``e_a e_aᵀ`` for ReLU / leaky-ReLU (positive diagonal rescaling: d_k).
+
+    The loss is constant along each orbit, so ``∇L·v = 0`` everywhere and, differentiating
+    once more, ``H v = 0`` at every critical point: these are the Hessian's flat directions
+    that the symmetry forces (their span's dimension is the number of zero eigenvalues it
+    explains).
+
+    Args:
+      spec: as in :func:`balancedness`; theta: flat parameters ``(n,)``.
+
+    Returns:
+      float64 ``(r, n)``, one tangent per row (not normalised; rows may be dependent where
+      the weights are rank-deficient, e.g. zero).
+    """
+    _check_spec(spec)
+    theta = np.asarray(_check_weights(spec, theta, 1))
+    blocks, offset = [], 0
+    for (rows, cols), b in spec.layer_shapes():
+        W = theta[offset:offset + rows * cols].reshape(rows, cols)
+        offset += rows * cols
+        bias = None
+        if b is not None:
+            bias = theta[offset:offset + b]
+            offset += b
+        blocks.append((W, bias))
+    starts = np.cumsum([0] + [W.size + (0 if bb is None else bb.size) for W, bb in blocks])
+    full = spec.activation == "identity"
+    out = []
+    for k in range(len(blocks) - 1):
+        (W, bias), (W_up, _) = blocks[k], blocks[k + 1]
+        d = W.shape[0]
+        pairs = [(a, c) for a in range(d) for c in range(d)] if full else \
+            [(a, a) for a in range(d)]
+        for a, c in pairs:
+            v = np.zeros(spec.n_params)
+            dW = np.zeros_like(W)
+            dW[a] = W[c]                                # (E W)[a, :] = W[c, :]
+            v[starts[k]:starts[k] + W.size] = dW.ravel()
+            if bias is not None:
+                v[starts[k] + W.size + a] = bias[c]     # (E b)[a] = b[c]
+            dW_up = np.zeros_like(W_up)
+            dW_up[:, c] = -W_up[:, a]                   # (−W_{k+1} E)[:, c] = −W_{k+1}[:, a]
+            v[starts[k + 1]:starts[k + 1] + W_up.size] = dW_up.ravel()
+            out.append(v)
+    return np.asarray(out, np.float64).reshape(-1, spec.n_params)
 
 
 @functools.lru_cache(maxsize=32)

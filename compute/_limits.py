@@ -34,6 +34,8 @@ MAX_BALDI_HORNIK_POINTS = 1_024  # enumerated Baldi-Hornik critical points
 MAX_CONDITION = 1e12           # condition number of XᵀX accepted by the closed forms
 MAX_PARAMS_INDEX_MAP = MAX_PARAMS_EXACT_HESSIAN // 8  # exact Hessian at every grid cell
 MAX_INDEX_MAP_WORK = 2e12      # cells × n² × (n + m): Hessians (∝ m n²) + eigensolves (∝ n³)
+MAX_INDEX_MAP_GRID = 101       # cells per side of a dashboard Morse-index map
+MAX_RACERS = 6                 # optimisers of one race
 
 
 # Work budgets of one dashboard request (products of sizes: grid² × m × n_params, …),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import io
 import json
@@ -41,9 +42,9 @@ import plotly.graph_objects as go
 from dash import ALL, Input, Output, Patch, State, ctx, dcc, html, no_update, set_props
 from dash.exceptions import PreventUpdate
 
-from landscape_app import figures, presets
+from landscape_app import explore, figures, presets
 from landscape_app import settings as schema
-from landscape_app.layout import BOOL_FIELDS, CONTROL_FIELDS, EXTRA_FIELDS, TEXT_FIELDS
+from landscape_app.layout import BOOL_FIELDS, CONTROL_FIELDS, EXTRA_FIELDS, JOB_PANELS, TEXT_FIELDS
 
 __all__ = [
     "Outcome",
@@ -217,6 +218,9 @@ def estimated_work(task: str, view: Mapping) -> float:
         return int(view.get("n_starts") or 1) * path
     if task == "critical_point":
         return 1e9 + path  # an iterative search: never in the request
+    for v in explore.VIEWS:
+        if task == v.task:
+            return v.work(rows, P, view) + (path if needs_path or task != "index_map" else 0.0)
     return per
 
 
@@ -808,14 +812,42 @@ def build_theory(view: Mapping) -> tuple[list, list]:
 
 
 def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
-    """The current results' arrays, prefixed by task (a cache read when already seen)."""
+    """The current results' arrays, prefixed by task (a cache read when already seen),
+    including the Explore view on show."""
     arrays: dict[str, np.ndarray] = {}
-    for task in ("surface", "path", "spectrum", "cut"):
+    shown = explore.view_by_key(view.get("explore"))
+    for task in ("surface", "path", "spectrum", "cut", *((shown.task,) if shown else ())):
         out = fetch(task, view)
         if not out.ok:
             continue
         _flatten_arrays(task, out.payload or {}, arrays)
     return arrays
+
+
+def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
+    """The surface as Wavefront OBJ or VTK PolyData text (``kind`` "obj"/"vtp"), with the
+    Morse index as a point scalar when the index map is on show; or ``(None, why)``."""
+    from landscape_app import mesh_export
+
+    surf = fetch("surface", view)
+    if not surf.ok:
+        return None, f"No surface to export: {surf.error}"
+    p = surf.payload or {}
+    a, b, z = _arr(p, "alpha"), _arr(p, "beta"), _arr(p, "loss")
+    if a is None or b is None or z is None:
+        return None, "No surface to export yet."
+    try:
+        if kind == "obj":
+            return mesh_export.surface_obj(a, b, z), ""
+        scalars = {}
+        if view.get("explore") == "index_map":
+            imap = fetch("index_map", {**view, "imap_grid": a.size})
+            idx = _arr(imap.payload or {}, "index") if imap.ok else None
+            if idx is not None and idx.shape == z.shape:
+                scalars["morse_index"] = idx
+        return mesh_export.surface_vtp(a, b, z, scalars=scalars or None), ""
+    except ValueError as exc:
+        return None, f"Could not export the surface: {exc}"
 
 
 def _flatten_arrays(prefix: str, value: object, into: dict) -> None:
@@ -858,6 +890,16 @@ def csv_zip_bytes(view: Mapping) -> bytes:
                     cols.append(g)
                     names.append("grad_norm")
                 zf.writestr("path.csv", _csv(names, np.stack(cols, axis=1)))
+        shown = explore.view_by_key(view.get("explore"))
+        if shown is not None and shown.tables is not None:
+            out = fetch(shown.task, view)
+            if out.ok:
+                try:
+                    tables = shown.tables(out.payload or {})
+                except (KeyError, ValueError, TypeError):  # an incomplete payload: skip it
+                    tables = {}
+                for name, (header, rows) in tables.items():
+                    zf.writestr(name, _csv(header, rows))
         zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
     return buffer.getvalue()
 
@@ -965,6 +1007,46 @@ def rendered(name: str, view: Mapping, present: bool, build: Callable[[], list])
                 _rendered.popitem(last=False)
         return list(plain)
     return values
+
+
+# --------------------------------------------------------------------------- explore
+
+
+def explore_styles(choice: object) -> list[dict]:
+    """Styles of the Explore card's intro and view panels: only the chosen one shows."""
+    known = explore.view_by_key(choice if isinstance(choice, str) else None)
+    hide, show = {"display": "none"}, {"display": "block"}
+    return [hide if known else show,
+            *(show if known is v else hide for v in explore.VIEWS)]
+
+
+def _explore_shown(key: str, view: Mapping) -> bool:
+    return view.get("explore") == key
+
+
+def _explore_coarse_on(v: explore.ExploreView, view: Mapping) -> bool:
+    return view.get("explore") == v.key and v.coarse(view) is not None
+
+
+def _explore_idle(v: explore.ExploreView) -> list:
+    return [figures.placeholder(f"{v.label}: choose it in the Explore card."), ""]
+
+
+def build_explore(v: explore.ExploreView, view: Mapping, present: bool = False,
+                  progress: Callable | None = None) -> list:
+    """(figure, status) of an Explore view: its task's payload through ``v.render``."""
+    out = fetch(v.task, view, progress)
+    if not out.ok:
+        return [figures.placeholder(out.error or ""), status_line(out)]
+    try:
+        fig, label = v.render(out.payload or {}, view)
+    except (KeyError, ValueError, TypeError, IndexError):
+        log.exception("rendering %s failed", v.key)
+        out = Outcome(error=f"The {v.label} result could not be drawn (internal error; see "
+                            "the server log).", kind="internal", wall=out.wall)
+        return [figures.placeholder(out.error), status_line(out)]
+    figures.apply_presentation(fig, present)
+    return [fig, status_line(out, label)]
 
 
 # --------------------------------------------------------------------------- wiring
@@ -1228,28 +1310,31 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
     def card(panel: str, task: str, outputs: list[tuple[str, str]], build: Callable, *,
              after: tuple[str, ...] = (), enabled: Callable[[Mapping], bool] | None = None,
              disabled_values: Callable[[], list] | None = None,
-             patch: Callable[[Mapping], list] | None = None, background: bool = True) -> None:
+             patch: Callable[[Mapping], list] | None = None, background: bool = True,
+             view_fn: Callable[[Mapping], Mapping] | None = None) -> None:
         """Register a card: a request-time callback and (``background``) its job twin.
 
         ``outputs`` end with the card's key store; ``build(view, present, progress)``
         returns the other outputs' values. The card waits until the cards in ``after`` show
-        the current view (or their job was cancelled).
+        the current view (or their job was cancelled). ``view_fn`` maps the view to the one
+        the card computes (e.g. a coarse first pass); the key stays the page view's.
         """
         key_fn = KEY_FNS[panel]
         app_outputs = [Output(cid, prop, allow_duplicate=True) for cid, prop in outputs]
         n_after = len(after)
+        cancels = [p for p in after if p in JOB_PANELS]
 
         @app.callback(
             *app_outputs, Output(f"{panel}-job", "data"),
             Input("settings-store", "data"),
             *[Input(f"{p}-key", "data") for p in after],
-            *[Input(f"{p}-cancel", "n_clicks") for p in after],
+            *[Input(f"{p}-cancel", "n_clicks") for p in cancels],
             State(f"{panel}-key", "data"), State(f"{panel}-job", "data"),
             State("ui-store", "data"),
             prevent_initial_call=True,
         )
         def _fg(view, *rest):
-            before, (done_key, job, ui) = rest[:n_after], rest[2 * n_after:]
+            before, (done_key, job, ui) = rest[:n_after], rest[n_after + len(cancels):]
             if not view:
                 raise PreventUpdate
             trig = ctx.triggered_id
@@ -1261,7 +1346,8 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
                     raise PreventUpdate
                 return [*disabled_values(), None, {"run": False}]
             key = key_fn(view)
-            route, arg = _route(task, view, key, done_key, job)
+            work_view = view_fn(view) if view_fn is not None else view
+            route, arg = _route(task, work_view, key, done_key, job)
             if route == "same":
                 raise PreventUpdate
             if patch is not None and done_key and done_key.split("|")[0] == key.split("|")[0]:
@@ -1271,7 +1357,7 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
                 values[_status_index(outputs)] = _queued(task)
                 return [*values, no_update, arg]
             present = bool((ui or {}).get("present"))
-            values = rendered(panel, view, present, lambda: build(view, present))
+            values = rendered(panel, view, present, lambda: build(work_view, present))
             return [*values, key, arg if route == "fast" else no_update]
 
         if not background:
@@ -1318,6 +1404,31 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
                               ("theory-key", "data")],
          lambda view, present=False, progress=None: list(build_theory(view)),
          after=("plane",), background=False)
+
+    # ---- the Explore card: one view at a time, each a card of its own (a coarse first
+    # pass before the full one where the view has one).
+    @app.callback(
+        Output("explore-none", "style"),
+        *[Output(f"explore-{v.key}", "style") for v in explore.VIEWS],
+        Input("ctl-explore", "value"),
+    )
+    def _explore_visible(choice):
+        return explore_styles(choice)
+
+    for v in explore.VIEWS:
+        shown = functools.partial(_explore_shown, v.key)
+        outputs = [(f"{v.key}-graph", "figure"), (f"{v.key}-status", "children")]
+        idle = functools.partial(_explore_idle, v)
+        build = functools.partial(build_explore, v)
+        after: tuple[str, ...] = ("plane",)
+        if v.coarse is not None:
+            coarse = f"{v.key}_coarse"
+            card(coarse, v.task, [*outputs, (f"{coarse}-key", "data")], build, after=after,
+                 enabled=functools.partial(_explore_coarse_on, v), disabled_values=idle,
+                 view_fn=v.coarse, background=False)
+            after = (coarse,)
+        card(v.key, v.task, [*outputs, (f"{v.key}-key", "data")], build, after=after,
+             enabled=shown, disabled_values=idle)
 
     app.clientside_callback(
         "function(store, anim, c, s) {"
@@ -1378,12 +1489,14 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
         Input("export-npz", "n_clicks"),
         Input("export-csv", "n_clicks"),
         Input("export-json", "n_clicks"),
+        Input("export-obj", "n_clicks"),
+        Input("export-vtp", "n_clicks"),
         State("settings-store", "data"),
         State("ui-store", "data"),
         *[State(f"{g}-graph", "figure") for g in GRAPHS],
         prevent_initial_call=True,
     )
-    def _export(_h, _n, _c, _j, view, ui, *figs):
+    def _export(_h, _n, _c, _j, _o, _v, view, ui, *figs):
         if not view:
             raise PreventUpdate
         trig = ctx.triggered_id
@@ -1405,6 +1518,12 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             return dcc.send_bytes(npz_bytes(arrays), "landscape-data.npz"), ""
         if trig == "export-csv":
             return dcc.send_bytes(csv_zip_bytes(view), "landscape-data-csv.zip"), ""
+        if trig in ("export-obj", "export-vtp"):
+            kind = trig.split("-")[1]
+            text, error = mesh_text(view, kind)
+            if text is None:
+                return no_update, error
+            return dcc.send_string(text, f"landscape-surface.{kind}"), ""
         raise PreventUpdate
 
 
@@ -1417,6 +1536,12 @@ KEY_FNS: dict[str, Callable[[Mapping], str]] = {
     "critical": lambda v: _key("critical_point", v) + "|" + plane_key(v),
     "theory": lambda v: _key("theory", v),
 }
+for _v in explore.VIEWS:
+    KEY_FNS[_v.key] = functools.partial(lambda task, v: _key(task, v), _v.task)
+    if _v.coarse is not None:  # None while the coarse pass is off: the full pass need not wait
+        KEY_FNS[f"{_v.key}_coarse"] = functools.partial(
+            lambda ev, v: _key(ev.task, c) if v.get("explore") == ev.key
+            and (c := ev.coarse(v)) is not None else None, _v)
 
 
 def _key(task: str, view: Mapping) -> str:

@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from dash import dcc, html
 
 from landscape_app import figures
+from landscape_app.explore import VIEWS as EXPLORE_VIEWS
 from landscape_app.presets import PRESETS
 
-__all__ = ["CONTROL_FIELDS", "EXTRA_FIELDS", "GRAPH_PANELS", "JOB_PANELS", "make_layout"]
+__all__ = ["CONTROL_FIELDS", "EXTRA_FIELDS", "GRAPH_PANELS", "JOB_PANELS", "explore_card",
+           "make_layout"]
 
 # Control kinds: "choice" (dropdown), "radio", "text" (free text, validated on the server),
 # "bool" (one-option checklist).
@@ -79,8 +81,11 @@ SECTIONS: tuple[tuple[str, tuple[tuple, ...]], ...] = (
         ("plane", "Plane", "choice",
          [("pca", "PCA of the path"), ("random", "random"),
           ("filter", "filter-normalised"), ("layer", "layer-normalised"),
-          ("hessian", "Hessian eigenvectors"), ("points", "three points (init, mid, end)")],
+          ("hessian", "Hessian eigenvectors"), ("points", "three points (init, mid, end)"),
+          ("action", "minimum, saddle, escape direction")],
          None),
+        ("checkpoints", "Three points", "text", None,
+         "steps for the three-point plane, e.g. 0, 300, 2000 (empty: init, slowest, end)"),
         ("center", "Centre", "radio", [("final", "end"), ("init", "start"),
                                        ("selected", "selected")], None),
         ("span", "Span", "text", None, "half-width of each coordinate"),
@@ -102,19 +107,26 @@ SECTIONS: tuple[tuple[str, tuple[tuple, ...]], ...] = (
     )),
 )
 
+# The Explore card's selector and its views' own controls (settings fields too).
+EXPLORE_SELECTOR = ("explore", "View", "choice",
+                    [("none", "— choose a view —"), *((v.key, v.label) for v in EXPLORE_VIEWS)],
+                    None)
+EXPLORE_CONTROLS: tuple[tuple, ...] = (
+    EXPLORE_SELECTOR, *(c for v in EXPLORE_VIEWS for c in v.controls))
+_ALL_CONTROLS = (*(f for _, fields in SECTIONS for f in fields), *EXPLORE_CONTROLS)
+
 # Controls of the view that are not settings fields: the comparison optimiser and the
 # many-starts switch (both live in the URL too).
 EXTRA_FIELDS: tuple[str, ...] = ("compare", "starts", "critical")
 CONTROL_FIELDS: tuple[str, ...] = tuple(
-    f[0] for _, fields in SECTIONS for f in fields if f[0] not in EXTRA_FIELDS)
-TEXT_FIELDS: frozenset[str] = frozenset(
-    f[0] for _, fields in SECTIONS for f in fields if f[2] == "text")
-BOOL_FIELDS: frozenset[str] = frozenset(
-    f[0] for _, fields in SECTIONS for f in fields if f[2] == "bool")
+    f[0] for f in _ALL_CONTROLS if f[0] not in EXTRA_FIELDS)
+TEXT_FIELDS: frozenset[str] = frozenset(f[0] for f in _ALL_CONTROLS if f[2] == "text")
+BOOL_FIELDS: frozenset[str] = frozenset(f[0] for f in _ALL_CONTROLS if f[2] == "bool")
 
 GRAPH_PANELS: tuple[str, ...] = ("surface", "contour", "path", "cuts", "spectrum", "starts")
 # Cards whose computations may run as background jobs (progress bar and cancel button).
-JOB_PANELS: tuple[str, ...] = ("plane", "path", "cuts", "spectrum", "starts", "critical")
+JOB_PANELS: tuple[str, ...] = ("plane", "path", "cuts", "spectrum", "starts", "critical",
+                               *(v.key for v in EXPLORE_VIEWS))
 
 _GRAPH_CONFIG = {"displaylogo": False, "responsive": True,
                  "modeBarButtonsToRemove": ["lasso2d", "select2d", "autoScale2d"]}
@@ -226,9 +238,15 @@ def header() -> html.Header:
                 html.Button("NPZ", id="export-npz", className="btn btn-small", n_clicks=0,
                             title="The current results' arrays as .npz"),
                 html.Button("CSV", id="export-csv", className="btn btn-small", n_clicks=0,
-                            title="The surface grid and the path as .csv (zipped)"),
+                            title="The surface grid, the path and the Explore view as .csv "
+                                  "(zipped)"),
                 html.Button("JSON", id="export-json", className="btn btn-small", n_clicks=0,
                             title="The settings as JSON"),
+                html.Button("OBJ", id="export-obj", className="btn btn-small", n_clicks=0,
+                            title="The loss surface as a Wavefront mesh (Blender)"),
+                html.Button("VTP", id="export-vtp", className="btn btn-small", n_clicks=0,
+                            title="The loss surface as VTK PolyData (ParaView), with the "
+                                  "Morse index when the index map is shown"),
             ], className="export-group"),
             html.Div(id="export-error", className="ctl-error"),
             html.Button("Presentation", id="present", className="btn btn-toggle", n_clicks=0,
@@ -304,7 +322,28 @@ def main_panels() -> html.Main:
             card("Theory", [html.Div(id="theory-table", className="theory-table")],
                  status_id="theory-status", class_name="card-theory"),
         ], className="row row-3"),
+        explore_card(),
     ], className="main")
+
+
+def explore_panel(view) -> html.Div:
+    """One Explore view: its controls, graph, job bar and status (hidden until chosen)."""
+    return html.Div([
+        html.P(view.intro, className="explore-intro"),
+        html.Div([control(*c) for c in view.controls], className="explore-controls"),
+        graph(view.key, height=view.height, message=f"{view.label}: computing…"),
+        _job_bar(view.key),
+        html.Div(id=f"{view.key}-status", className="card-status"),
+    ], id=f"explore-{view.key}", className="explore-panel", style={"display": "none"})
+
+
+def explore_card() -> html.Section:
+    """Views beyond the slice, one at a time; nothing is computed until one is chosen."""
+    chooser = html.P("Pick a view: Morse-index maps, conserved quantities, … of the model "
+                     "and plane above. Each is computed only while it is shown.",
+                     id="explore-none", className="explore-intro")
+    return card("Explore", [chooser, *(explore_panel(v) for v in EXPLORE_VIEWS)],
+                extra_header=[control(*EXPLORE_SELECTOR)], class_name="card-explore")
 
 
 def footer() -> html.Footer:
@@ -340,6 +379,8 @@ def make_layout() -> html.Div:
         dcc.Store(id="cuts-job"),
         dcc.Store(id="spectrum-job"),
         dcc.Store(id="starts-job"),
+        *(dcc.Store(id=f"{v.key}{suffix}-{kind}") for v in EXPLORE_VIEWS
+          for suffix in ("", "_coarse") for kind in ("key", "job")),
         dcc.Store(id="uploads-store", storage_type="local"),
         dcc.Download(id="download"),
         header(),

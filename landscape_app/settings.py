@@ -31,14 +31,18 @@ __all__ = [
     "BUILTIN_DATASETS",
     "DEFAULTS",
     "DISPLAY_ONLY",
+    "EXPLORE_VIEWS",
     "LIMITS",
     "TASK_NAMES",
     "cache_dir",
     "canonical_key",
     "compute_fields",
     "dataset_shape",
+    "format_racers",
     "has_plane_point",
     "n_params",
+    "parse_checkpoints",
+    "parse_racers",
     "settings_from_query",
     "settings_to_query",
     "validate_settings",
@@ -81,7 +85,9 @@ MAX_SURFACE_WORK = LIMITS.MAX_SURFACE_WORK * _WORK_SCALE    # grid² × m × n_p
 MAX_PATH_WORK = LIMITS.MAX_PATH_WORK * _WORK_SCALE          # steps × m × n_params
 MAX_STARTS_WORK = LIMITS.MAX_STARTS_WORK * _WORK_SCALE      # n_starts × steps × m × n_params
 
-TASK_NAMES = ("surface", "cut", "spectrum", "path", "many_starts", "critical_point", "theory")
+TASK_NAMES = ("surface", "cut", "spectrum", "path", "many_starts", "critical_point", "theory",
+              "index_map", "honest_slice", "race", "balancedness", "connect",
+              "lanczos_diagnostics")
 
 # Built-in datasets without importing compute/_datasets.py: task, d_x, classes (0 for
 # regression), rows (None: n_samples or 200). tests/test_settings.py checks these against
@@ -141,8 +147,18 @@ DEFAULTS: dict = {
     # verdicts (eigenvalues near 0 at saddles, plateau levels) need the precision.
     # Arrays sent for display are float32 whatever this says.
     "precision": "float64",
+    # The "Explore" card (issue 8): which view it shows ("none": nothing is computed) and
+    # the settings of those views.
+    "explore": "none",
+    "imap_grid": 31,               # Morse-index map: cells per side (streamed from 11)
+    "race": "gd 0.05, momentum 0.05, adam 0.01",  # optimiser race: "optimiser step, …"
+    "checkpoints": "",             # honest slice plane "points": three steps ("" = default)
+    "seed_b": 1,                   # minimum to minimum: the second start's seed
+    "connect_method": "neb",       # … nudged elastic band or Bézier curve
+    "probes": 8,                   # Lanczos diagnostics: SLQ probes
 }
-DISPLAY_ONLY = frozenset({"log_scale"})
+DISPLAY_ONLY = frozenset({"log_scale", "explore"})
+EXPLORE_VIEWS = ("none", "index_map", "honest", "race", "balance", "connect", "lanczos")
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "model": ("linear", "mlp"),
@@ -151,10 +167,12 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "preprocess": ("none", "standardise", "whiten"),
     "init": ("gaussian", "xavier", "he", "orthogonal", "zero"),
     "optimizer": ("gd", "momentum", "nesterov", "adam", "sgd"),
-    "plane": ("random", "filter", "layer", "hessian", "pca", "points"),
+    "plane": ("random", "filter", "layer", "hessian", "pca", "points", "action"),
     "center": ("init", "final", "selected"),
     "spectrum_method": ("auto", "exact", "lanczos"),
     "precision": ("float32", "float64"),
+    "explore": EXPLORE_VIEWS,
+    "connect_method": ("neb", "bezier"),
 }
 # name: (low, high, optional); ints are whole numbers in [low, high].
 _INTS: dict[str, tuple[int, int, bool]] = {
@@ -168,6 +186,9 @@ _INTS: dict[str, tuple[int, int, bool]] = {
     "selected_step": (0, LIMITS.MAX_STEPS, True),
     "k": (1, LIMITS.MAX_LANCZOS_STEPS // 2, False),  # k smallest + k largest Ritz pairs
     "n_starts": (1, LIMITS.MAX_STARTS, False),
+    "imap_grid": (MIN_GRID, LIMITS.MAX_INDEX_MAP_GRID, False),
+    "seed_b": (0, MAX_SEED, False),
+    "probes": (1, LIMITS.MAX_SLQ_PROBES, False),
 }
 # name: (low, high, low inclusive, high inclusive, optional)
 _FLOATS: dict[str, tuple[float, float, bool, bool, bool]] = {
@@ -352,7 +373,80 @@ def _parse_field(name: str, value: object):
         return _parse_widths(value)
     if name == "dataset":
         return _parse_dataset(value)
+    if name == "race":
+        return format_racers(parse_racers(value))
+    if name == "checkpoints":
+        steps = parse_checkpoints(value)
+        return ", ".join(map(str, steps)) if steps else ""
     raise AssertionError(name)  # pragma: no cover - DEFAULTS and the parsers disagree
+
+
+def parse_racers(value: object) -> list[tuple[str, float]]:
+    """``[(optimiser, step size), …]`` from text like ``"gd 0.05, adam 0.01"``.
+
+    Entries are separated by commas or semicolons; each is an optimiser name and a step size
+    (separated by a space, ``:`` or ``=``). 1 to ``MAX_RACERS`` entries.
+    """
+    names = _CHOICES["optimizer"]
+    message = (f"race must list 1 to {LIMITS.MAX_RACERS} racers as 'optimiser step size', "
+               f"comma-separated (optimisers: {', '.join(names)}; e.g. gd 0.05, adam 0.01), "
+               f"got {_short(value)}.")
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _Bad(message)
+    entries = [e.strip() for e in re.split(r"[,;]", value) if e.strip()]
+    if not 1 <= len(entries) <= LIMITS.MAX_RACERS:
+        raise _Bad(message)
+    racers = []
+    for entry in entries:
+        parts = [t for t in re.split(r"[\s:=]+", entry) if t]
+        if len(parts) != 2 or parts[0].lower() not in names:
+            raise _Bad(message)
+        try:
+            lr = float(_as_number(parts[1]))
+        except (_Bad, OverflowError):
+            raise _Bad(message) from None
+        if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
+            raise _Bad(f"each racer's step size must be greater than 0 and at most {MAX_LR:g}, "
+                       f"got {parts[1][:20]!r}.")
+        racers.append((parts[0].lower(), lr))
+    return racers
+
+
+def format_racers(racers: list[tuple[str, float]]) -> str:
+    """The canonical text of :func:`parse_racers`' result (what the URL and keys hold)."""
+    return ", ".join(f"{name} {lr!r}" for name, lr in racers)
+
+
+def parse_checkpoints(value: object) -> list[int]:
+    """Three distinct path steps ``[s0, s1, s2]`` from text like ``"0, 400, 2000"``; ``[]``
+    for empty text (the default plane: init, slowest point, end)."""
+    message = ("checkpoints must be three different path steps, e.g. 0, 400, 2000 (or empty "
+               f"for init, slowest point, end), got {_short(value)}.")
+    if value is None:
+        return []
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise _Bad(message)
+    items = [t for t in re.split(r"[,;\s]+", value.strip()) if t]
+    if not items:
+        return []
+    if len(items) != 3:
+        raise _Bad(message)
+    steps = []
+    for item in items:
+        try:
+            number = _as_number(item)
+        except _Bad:
+            raise _Bad(message) from None
+        if isinstance(number, float):
+            if not math.isfinite(number) or number != math.floor(number):
+                raise _Bad(message)
+            number = int(number)
+        if not 0 <= number <= LIMITS.MAX_STEPS:
+            raise _Bad(message)
+        steps.append(number)
+    if len(set(steps)) != 3:
+        raise _Bad(message)
+    return steps
 
 
 # --------------------------------------------------------------------------- datasets
@@ -547,6 +641,13 @@ def _check_combinations(s: dict, errors: dict[str, str]) -> None:
     if s["n_starts"] > n:
         fail("n_starts", f"{s['n_starts']} starts × {s['steps']:,} steps is too much work for "
                          f"one request; use at most {n} starts or fewer steps.", n)
+    racers = len(parse_racers(s["race"]))
+    if racers * s["steps"] * work > MAX_STARTS_WORK:
+        fail("race", f"{racers} racers × {s['steps']:,} steps is too much work for one "
+                     "request; use fewer racers or fewer steps.", DEFAULTS["race"])
+    if any(c > s["steps"] for c in parse_checkpoints(s["checkpoints"])):
+        fail("checkpoints", f"checkpoints must be steps between 0 and steps ({s['steps']}), "
+                            f"got {s['checkpoints']}.", "")
 
 
 def _dataset_label(s: Mapping) -> str:
@@ -629,7 +730,7 @@ _PROBLEM_FIELDS = ("model", "widths", "activation", "bias", "loss", "dataset", "
                    "noise", "data_seed", "preprocess", "signed_targets", "init", "init_scale",
                    "seed", "precision")
 _PATH_FIELDS = ("optimizer", "lr", "steps", "batch", "momentum")
-_PLANE_FIELDS = ("plane", "span", "center", "selected_step")
+_PLANE_FIELDS = ("plane", "span", "center", "selected_step", "checkpoints")
 _PLANE_POINT_FIELDS = ("selected_alpha", "selected_beta")
 
 
@@ -644,16 +745,19 @@ def compute_fields(task: str, settings: Mapping) -> dict:
     center_needs_path = settings.get("center") in ("final", "selected")
     if task == "path":
         names += [*_PATH_FIELDS, "lambda_every"]
-    elif task in ("surface", "cut"):
-        names += [*_PLANE_FIELDS, "grid", *_PATH_FIELDS]
-        if settings.get("plane") == "hessian":
+    elif task in ("surface", "cut", "index_map", "honest_slice"):
+        names += [*_PLANE_FIELDS, *_PATH_FIELDS]
+        names += {"index_map": ["imap_grid"], "honest_slice": []}.get(task, ["grid"])
+        if settings.get("plane") in ("hessian", "action"):
             names += ["spectrum_method"]
-        if not (plane_needs_path or center_needs_path or task == "cut"):
+        if not (plane_needs_path or center_needs_path or task in ("cut", "honest_slice")):
             names = [n for n in names if n not in _PATH_FIELDS]
         if settings.get("center") == "selected":
             names += _PLANE_POINT_FIELDS
         else:
             names.remove("selected_step")
+        if settings.get("plane") != "points":
+            names.remove("checkpoints")
     elif task in ("spectrum", "critical_point"):
         names += [*_PATH_FIELDS, "selected_step", "spectrum_method", "k", *_PLANE_POINT_FIELDS]
         if has_plane_point(settings):  # the point lies on the plane: its fields count
@@ -662,6 +766,16 @@ def compute_fields(task: str, settings: Mapping) -> dict:
         names += [*_PATH_FIELDS, "n_starts"]
     elif task == "theory":  # L*, and the gap of the path's final point to it
         names += _PATH_FIELDS
+    elif task == "race":  # every racer starts at the settings' initial point
+        names += ["race", "steps", "momentum", "batch"]
+    elif task == "balancedness":
+        names += _PATH_FIELDS
+    elif task == "connect":  # minima from two starts: the settings' seed and seed_b
+        names += [*_PATH_FIELDS, "seed_b", "connect_method"]
+    elif task == "lanczos_diagnostics":
+        names += [*_PATH_FIELDS, "selected_step", "k", "probes", *_PLANE_POINT_FIELDS]
+        if has_plane_point(settings):
+            names += ["plane", "span", "center"]
     if settings.get("model") == "linear":
         names = [n for n in names if n not in ("activation", "bias")]
     return {n: settings.get(n) for n in names}

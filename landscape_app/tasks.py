@@ -49,6 +49,7 @@ from compute._models import flatten_params, init_params, make_model
 from landscape_app.settings import (
     canonical_key,
     has_plane_point,
+    parse_checkpoints,
     upload_dir,
     upload_info,
     validate_settings,
@@ -317,7 +318,7 @@ def _match_levels(plateaus, problem: Problem):
 
 
 def _needs_path(s: Mapping) -> bool:
-    return s["plane"] in ("pca", "points") or s["center"] in ("final", "selected")
+    return s["plane"] in ("pca", "points", "action") or s["center"] in ("final", "selected")
 
 
 def _center_point(s: Mapping, problem: Problem, path) -> tuple[np.ndarray, int | None]:
@@ -371,7 +372,11 @@ def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dic
     * ``pca``: the path's top two principal directions (Li et al. 2018 §7) about the
       centre; the window covers the path (``span`` zooms);
     * ``points``: the plane through init, the path's slowest point on its main plateau
-      and the final point; the window covers the three points (``span`` zooms).
+      and the final point, or through the recorded points nearest the three
+      ``checkpoints`` steps; the window covers the three points (``span`` zooms).
+    * ``action``: the plane through the path's slowest point ("the saddle") spanned by the
+      way to the final point and the saddle's most negative Hessian eigenvector
+      (:func:`compute.action_plane`); the window covers init, saddle and end.
     """
     from compute import _planes
 
@@ -404,9 +409,11 @@ def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dic
         extra["explained_variance"] = _f64(ratio)
         coords, _ = project_onto_plane(path.weights, center, d1, d2)
         window = _cover(coords, span)
-    else:  # points
-        from compute._projection import project_onto_plane
-
+    elif s["plane"] == "points" and parse_checkpoints(s["checkpoints"]):
+        center, d1, d2, points, steps = _checkpoint_plane(s, path)
+        extra.update(center_step=steps[0], checkpoint_steps=steps)
+        window = _cover(_plane_coords(points, center, d1, d2), span)
+    elif s["plane"] == "points":
         _, plateau = _main_plateau(path, _global_min(s, problem))
         saddle, saddle_step = _saddle_point(path, plateau)
         init, final = _f64(path.weights[0]), _f64(path.final)
@@ -415,10 +422,59 @@ def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dic
                                                     "the final point"))
         center, d1, d2 = _f64(plane.center), _f64(plane.direction1), _f64(plane.direction2)
         extra.update(center_step=None, saddle_step=saddle_step, saddle=saddle)
-        coords, _ = project_onto_plane(np.stack([init, saddle, final]), center, d1, d2)
-        window = _cover(coords, span)
+        window = _cover(_plane_coords(np.stack([init, saddle, final]), center, d1, d2), span)
+    else:  # action
+        center, d1, d2, found = _action_plane(s, problem, path, progress)
+        extra.update(center_step=None, **found)
+        points = np.stack([_f64(path.weights[0]), found["saddle"], _f64(path.final)])
+        window = _cover(_plane_coords(points, center, d1, d2), span)
     return {"center": center, "d1": d1, "d2": d2, "alpha_range": window[0],
             "beta_range": window[1], **extra}
+
+
+def _plane_coords(points: np.ndarray, center, d1, d2) -> np.ndarray:
+    from compute._projection import project_onto_plane
+
+    return project_onto_plane(points, center, d1, d2)[0]
+
+
+def _checkpoint_plane(s: Mapping, path):
+    """``(center, d1, d2, points (3, n), steps)``: the plane through the recorded points
+    nearest the three ``checkpoints`` steps (:func:`compute.checkpoint_plane`)."""
+    from compute._honest import checkpoint_plane
+
+    recorded = np.asarray(path.weight_steps)
+    steps = [int(recorded[np.argmin(np.abs(recorded - c))])
+             for c in parse_checkpoints(s["checkpoints"])]
+    if len(set(steps)) < 3:
+        every = int(recorded[1] - recorded[0]) if recorded.size > 1 else 1
+        raise InputError(f"the checkpoints {s['checkpoints']} fall on fewer than three of the "
+                         f"recorded steps (every {every} steps, up to the end or a "
+                         "divergence); pick steps further apart.")
+    plane = checkpoint_plane(path.weights, recorded, steps)
+    rows = [int(np.argmin(np.abs(recorded - c))) for c in steps]
+    return (_f64(plane.center), _f64(plane.direction1), _f64(plane.direction2),
+            _f64(path.weights[rows]), steps)
+
+
+def _action_plane(s: Mapping, problem: Problem, path, progress: ProgressFn):
+    """``(center, d1, d2, extra)``: :func:`compute.action_plane` with the path's slowest point
+    on its main plateau as the saddle and its final point as the minimum."""
+    from compute._honest import action_plane
+
+    _, plateau = _main_plateau(path, _global_min(s, problem))
+    saddle, saddle_step = _saddle_point(path, plateau)
+    final = _f64(path.final)
+    if not np.any(final != saddle):
+        raise InputError("the path's slowest point is its end point, so there is no way from a "
+                         "saddle to a minimum to show; train longer or pick another plane.")
+    progress(0.5, "Hessian at the saddle")
+    found = action_plane(problem.spec, problem.loss, final, saddle, problem.X, problem.Y,
+                         method=s["spectrum_method"], seed=s["seed"])
+    plane = found.plane
+    return (_f64(plane.center), _f64(plane.direction1), _f64(plane.direction2),
+            {"saddle": saddle, "saddle_step": saddle_step, "plane_note": found.note,
+             "escape_eigenvalue": found.eigenvalue, "saddle_grad_norm": found.grad_norm})
 
 
 def _marks(plane: Mapping, problem: Problem, path) -> tuple[dict, dict]:
@@ -830,3 +886,10 @@ def run(name: str, settings: object, progress: ProgressFn) -> dict:
     if errors:
         raise InputError(" ".join(f"{msg}" for msg in errors.values()))
     return TASKS[name](clean, progress)
+
+
+# The Explore views' tasks (landscape_app/explore/*_task.py) build on the helpers above, so
+# they are imported once those exist.
+from landscape_app.explore.tasks import EXPLORE_TASKS  # noqa: E402
+
+TASKS.update(EXPLORE_TASKS)

@@ -384,3 +384,62 @@ def _preset_query(key: str) -> str:
     p = presets.get(key)
     clean, _ = schema.validate_settings(presets.preset_settings(key, schema.DEFAULTS))
     return page_query({**clean, "compare": p.compare, "many_starts": p.many_starts}, {})
+
+
+# --------------------------------------------------------------------------- Explore card
+
+# A setting that shows each Explore view at its best (default settings otherwise).
+EXPLORE_QUERIES = {
+    "index_map": "explore=index_map&imap_grid=31&model=mlp&widths=3&activation=tanh"
+                 "&dataset=xor&init=xavier&init_scale=1.0&lr=0.5&plane=points",
+    "balance": "explore=balance",
+}
+
+
+def _explore_keys() -> list[str]:
+    from landscape_app import explore
+
+    return [v.key for v in explore.VIEWS]
+
+
+@pytest.mark.parametrize("key", _explore_keys())
+def test_explore_view(page, key):
+    """Each Explore view draws from its own task, alone in the card, with a status line."""
+    page.open(EXPLORE_QUERIES.get(key, f"explore={key}"), timeout=300)
+    assert page.js(f"return getComputedStyle(document.getElementById('explore-{key}'))"
+                   ".display") == "block"
+    shown = [k for k in _explore_keys() if page.js(
+        f"return getComputedStyle(document.getElementById('explore-{k}')).display")
+        != "none"]
+    assert shown == [key]
+    page.wait(lambda: "computed in" in page.text(f"{key}-status"), 120,
+              f"no status line for {key}")
+    data = page.data(f"{key}-graph")
+    assert data and any(t.get("x") for t in data), "no data in the view's graph"
+    card = page.driver.find_element("css selector", ".card-explore")
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", card)
+    card.screenshot(str(page.artifacts / f"12-explore-{key}.png"))
+
+
+def test_index_map_streams_coarse_then_fine(page):
+    """A new slice shows an 11 × 11 map before the full one (recorded in the browser)."""
+    page.open(EXPLORE_QUERIES["index_map"], timeout=300)
+    page.wait(lambda: "full grid" in page.text("index_map-status"), 120, "no full map")
+    page.js("""
+      window._imap = [];
+      window._imapTimer = setInterval(() => {
+        const gd = document.querySelector('#index_map-graph .js-plotly-plot');
+        if (!gd || !gd._fullData || !gd._fullData[0] || !gd._fullData[0].z) { return; }
+        const z = gd._fullData[0].z, sig = z.length + ':' + Array.from(z[0]).join(',');
+        if (!window._imap.length || window._imap[window._imap.length - 1] !== sig) {
+          window._imap.push(sig);
+        }
+      }, 30);""")
+    page.type_into("span", "0.8")
+    page.wait(lambda: "span=0.8" in page.driver.current_url, 20, "URL not updated")
+    page.wait_idle(timeout=300)
+    page.wait(lambda: page.js("return window._imap.length") >= 3, 30,
+              "no new maps drawn: " + str(page.js("return window._imap")))
+    sizes = [int(s.split(":")[0]) for s in page.js("clearInterval(window._imapTimer);"
+                                                   "return window._imap;")]
+    assert sizes[0] == 31 and sizes[-1] == 31 and 11 in sizes[1:-1], sizes

@@ -103,3 +103,72 @@ def test_rejects_activations_without_rescaling_symmetry_and_bad_shapes():
         balancedness_drift(spec, np.zeros(spec.n_params))
     with pytest.raises(InputError, match="NaN"):
         balancedness(spec, np.full(spec.n_params, np.nan))
+
+
+# ---- the symmetry's flat directions
+
+
+def _tangent_setup(activation, bias, seed=0):
+    from tests.reference import np_squared_loss
+
+    rng = np.random.default_rng(seed)
+    sizes = [4, 3, 3, 2]  # narrowing: W_k of full row rank, so the generators act freely
+    kind = "linear" if activation == "identity" and not bias else "mlp"
+    spec = make_model(kind, 4, 2, [3, 3], activation=activation, bias=bias)
+    theta = rng.normal(size=spec.n_params)
+    X, Y = rng.normal(size=(20, 4)), rng.normal(size=(20, 2))
+
+    def loss(t):
+        return np_squared_loss(t, sizes, X, Y, act=activation, bias=bias)
+
+    return spec, theta, loss, rng
+
+
+@pytest.mark.parametrize("activation, bias, count", [
+    ("identity", False, 3 * 3 + 3 * 3), ("relu", True, 3 + 3)])
+def test_rescaling_directions_keep_the_loss_to_first_order(activation, bias, count):
+    from compute._conservation import rescaling_directions
+
+    spec, theta, loss, rng = _tangent_setup(activation, bias)
+    V = rescaling_directions(spec, theta)
+    assert V.shape == (count, spec.n_params)
+    assert np.linalg.matrix_rank(V) == count  # generic weights: independent generators
+    eps = 1e-5
+    slopes = [(loss(theta + eps * v) - loss(theta - eps * v)) / (2 * eps * np.linalg.norm(v))
+              for v in V]
+    u = rng.normal(size=spec.n_params)
+    random_slope = (loss(theta + eps * u) - loss(theta - eps * u)) / (2 * eps
+                                                                      * np.linalg.norm(u))
+    assert abs(random_slope) > 1e-2  # the check could fail: a generic direction has slope
+    assert np.max(np.abs(slopes)) < 1e-8
+
+
+def test_rescaling_directions_are_flat_hessian_directions_at_a_critical_point():
+    """At a global minimum of a one-hidden-layer linear net (built by hand: W₂W₁ equals the
+    least-squares map), vᵀHv = 0 along every symmetry tangent (second differences)."""
+    from compute._conservation import rescaling_directions
+    from tests.reference import np_squared_loss
+
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    B = np.linalg.lstsq(X, Y, rcond=None)[0].T          # (2, 3): the least-squares map
+    M = rng.normal(size=(3, 3)) + 3 * np.eye(3)         # W₁, invertible
+    theta = np.concatenate([M.ravel(), (B @ np.linalg.inv(M)).ravel()])
+    spec = make_model("linear", 3, 2, [3])
+
+    def loss(t):
+        return np_squared_loss(t, [3, 3, 2], X, Y)
+
+    eps = 1e-4
+    grad = np.array([(loss(theta + eps * e) - loss(theta - eps * e)) / (2 * eps)
+                     for e in np.eye(theta.size)])
+    assert np.linalg.norm(grad) < 1e-8                  # a critical point indeed
+    V = rescaling_directions(spec, theta)
+    assert V.shape == (9, theta.size)
+    curv = [(loss(theta + eps * v) - 2 * loss(theta) + loss(theta - eps * v))
+            / (eps ** 2 * (v @ v)) for v in V]
+    u = rng.normal(size=theta.size)
+    random_curv = (loss(theta + eps * u) - 2 * loss(theta) + loss(theta - eps * u)) / (
+        eps ** 2 * (u @ u))
+    assert random_curv > 1e-2
+    assert np.max(np.abs(curv)) < 1e-5

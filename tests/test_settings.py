@@ -270,7 +270,8 @@ def test_fuzz_schema_shaped_payloads_stay_within_limits(raw):
     clean, errors = S.validate_settings(raw)
     _assert_within_limits(clean)
     for name in raw:
-        assert name in errors or clean[name] is not None or raw[name] in (None, "") \
+        blank = raw[name] is None or (isinstance(raw[name], str) and not raw[name].strip())
+        assert name in errors or clean[name] is not None or blank \
             or name in ("n_samples", "noise", "batch", "selected_step")
     # clean settings are a fixed point
     assert S.validate_settings(clean) == (clean, {})
