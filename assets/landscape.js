@@ -7,6 +7,9 @@
  *   and a line on the loss plot.
  * - present: presentation mode (large type) on the page and every figure.
  * - copyLink: copies the current address (the whole state lives in the URL).
+ * - upload size: a file over the server's limit (the upload box's data-max-bytes) is
+ *   refused in the browser with a message, before its bytes are read and sent (the server
+ *   would answer the oversized request with a bare 413).
  */
 (function () {
   "use strict";
@@ -222,4 +225,42 @@
       return "link copied";
     }
   };
+
+  function tooBig(files, box) {
+    var limit = Number(box.getAttribute("data-max-bytes"));
+    if (!limit || !files) { return null; }
+    for (var i = 0; i < files.length; i++) {
+      if (files[i].size > limit) {
+        return files[i].name + " is " + (files[i].size / 1048576).toFixed(1) +
+          " MiB; uploads are limited to " + (limit / 1048576).toFixed(0) +
+          " MiB: use fewer rows or save it as a compressed .npz.";
+      }
+    }
+    return null;
+  }
+
+  function refuse(event, files) {
+    var box = document.getElementById("upload-wrap");
+    var message = box && tooBig(files, box);
+    if (!message) { return; }
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (event.target && event.target.value !== undefined) { event.target.value = ""; }
+    if (dc() && dc().set_props) {
+      dc().set_props("err-upload", {children: message});
+      dc().set_props("upload-status", {children: ""});
+    }
+  }
+
+  // Capture phase: runs before the upload component's own handlers read the file.
+  document.addEventListener("change", function (event) {
+    var t = event.target;
+    if (t && t.type === "file" && t.closest && t.closest("#upload")) { refuse(event, t.files); }
+  }, true);
+  document.addEventListener("drop", function (event) {
+    var t = event.target;
+    if (t && t.closest && t.closest("#upload") && event.dataTransfer) {
+      refuse(event, event.dataTransfer.files);
+    }
+  }, true);
 })();

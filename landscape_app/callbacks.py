@@ -205,15 +205,18 @@ def estimated_work(task: str, view: Mapping) -> float:
     path = 3 * steps * per + lam
     needs_path = view.get("plane") in ("pca", "points") or view.get("center") in (
         "final", "selected")
+    hvps = P if P <= 4000 else 4 * int(view.get("k") or 10) + 100
+    spectrum = 4 * hvps * per + min(P, 4000) ** 3 / 3  # Hessian (or Lanczos) + eigensolve
+    # Hessian-eigenvector planes diagonalise the Hessian at the centre first.
+    plane = spectrum if view.get("plane") in ("hessian", "action") else 0.0
     if task == "path":
         return path
     if task == "surface":
-        return int(view.get("grid") or 41) ** 2 * per + (path if needs_path else 0.0)
+        return int(view.get("grid") or 41) ** 2 * per + (path if needs_path else 0.0) + plane
     if task == "cut":
-        return 2 * 201 * per + path
+        return 2 * 201 * per + path + plane
     if task == "spectrum":
-        hvps = P if P <= 4000 else 4 * int(view.get("k") or 10) + 100
-        return 4 * hvps * per + min(P, 4000) ** 3 / 3 + path
+        return spectrum + path
     if task == "many_starts":
         return int(view.get("n_starts") or 1) * path
     if task == "critical_point":
@@ -710,6 +713,12 @@ def build_spectrum(view: Mapping, present: bool = False,
                        ("n_params", "parameters")):
         if p.get(key) is not None:
             info.append(f"{label} {figures._fmt(p[key])}")
+    if p.get("plane_point") is None:
+        path = fetch("path", view)
+        diverged = _diverged(path.payload or {}) if path.ok else None
+        if diverged is not None and (step is None or step >= diverged):
+            info.append(f"the path diverged at step {diverged}: this is its last finite "
+                        "recorded point, not where training ended")
     return fig, verdict, " · ".join(info), status_line(out, p.get("method") or "")
 
 

@@ -19,6 +19,7 @@ from dash import dcc, html
 from landscape_app import figures
 from landscape_app.explore import VIEWS as EXPLORE_VIEWS
 from landscape_app.presets import PRESETS
+from landscape_app.settings import LIMITS as schema_limits
 
 __all__ = ["CONTROL_FIELDS", "EXTRA_FIELDS", "GRAPH_PANELS", "JOB_PANELS", "explore_card",
            "make_layout"]
@@ -181,7 +182,8 @@ def sidebar() -> html.Aside:
                      html.A("choose a file")]), className="upload-box", multiple=False),
                 html.Div(id="upload-status", className="ctl-help"),
                 html.Div(id="err-upload", className="ctl-error", role="alert"),
-            ], className="ctl"))
+            ], className="ctl", id="upload-wrap",
+                **{"data-max-bytes": str(schema_limits.MAX_UPLOAD_BYTES)}))
         sections.append(html.Details([html.Summary(title), *body], open=True,
                                      className="ctl-section"))
     sections.append(html.Div(id="err-settings", className="ctl-error", role="alert"))

@@ -79,7 +79,7 @@ class Page:
 
         def idle():
             ready = self.js("return document.readyState") == "complete" and \
-                self.js("return !!document.querySelector('#settings-store')") is not None
+                self.js("return !!document.querySelector('#upload input[type=file]')")
             if ready and self.js(IDLE_JS) == 0:
                 streak[0] += 1
             else:
@@ -361,6 +361,17 @@ def test_upload_a_file_and_a_bad_file(page, tmp_path):
     message = page.wait(lambda: page.text("err-upload"), 60, "no message for a bad file")
     assert message.startswith("bad.csv")
     page.shot("10-bad-upload")
+    # over the size limit: refused in the browser with a message, nothing sent
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:
+        f.truncate(21 * 2**20)
+    requests = page.server.request_count()
+    upload.send_keys(str(huge))
+    message = page.wait(lambda: "huge.csv" in page.text("err-upload")
+                        and page.text("err-upload"), 20, "no message for a huge file")
+    assert "limited to 20 MiB" in message
+    time.sleep(1.0)
+    assert page.server.request_count() == requests  # its bytes never left the browser
 
 
 def test_presentation_mode(page):

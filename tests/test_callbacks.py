@@ -59,6 +59,7 @@ class FakeService:
     def __init__(self):
         self.calls: list[tuple[str, dict]] = []
         self.fail: dict[str, Exception] = {}
+        self.diverged_at = -1
 
     def __call__(self, name, settings, progress=None):
         self.calls.append((name, dict(settings)))
@@ -80,7 +81,7 @@ class FakeService:
                     "lambda_steps": np.arange(0, 2001, 500), "lambda_min": np.zeros(5),
                     "lambda_max": np.ones(5), "plateaus": [{"entry": 100, "exit": 300,
                                                             "level": 0.8}],
-                    "global_min": 0.1, "diverged_at": -1, "weights": weights,
+                    "global_min": 0.1, "diverged_at": self.diverged_at, "weights": weights,
                     "seconds": 1.5, "device": {"platform": "cpu"}}
         if name == "theory":
             return {"global_min": 0.1, "gap": 0.0, "saxe_steps": np.arange(100),
@@ -293,6 +294,27 @@ def test_spectrum_cuts_starts_theory(service):
     assert "strict saddle" in str(info) and "step 400" in str(info)
     assert marker["x"] == pytest.approx(0.4) and marker["y"] == pytest.approx(-0.1)
     assert marker["z"] == pytest.approx(0.9 + 0.01 * (2.5 - 0.5))  # loss + 1% of the range
+
+
+def test_work_estimate_counts_the_hessian_plane():
+    view = {**schema.DEFAULTS, "widths": [32, 32], "n_samples": 200, "grid": 11,
+            "center": "init", "plane": "random"}
+    flat = cb.estimated_work("surface", view)
+    hessian = cb.estimated_work("surface", {**view, "plane": "hessian"})
+    P = 8 * 32 + 32 * 32 + 32 * 4
+    assert hessian - flat == pytest.approx(4 * P * 200 * P + P ** 3 / 3)
+    assert cb.is_fast("surface", view) and not cb.is_fast("surface", {**view, "plane":
+                                                                        "hessian"})
+
+
+def test_spectrum_at_the_end_of_a_diverged_path_says_so(service):
+    _, _, info, _ = cb.build_spectrum(_view())
+    assert "diverged" not in info
+    service.diverged_at = 1234
+    _, _, info, _ = cb.build_spectrum(_view())
+    assert "diverged at step 1234" in info and "last finite" in info
+    _, _, info, _ = cb.build_spectrum(_view(selected_step=100))  # before it diverged
+    assert "diverged" not in info
 
 
 def test_task_errors_become_messages_not_tracebacks(service):

@@ -60,9 +60,9 @@ class ExploreView:
 
 
 def _views() -> tuple[ExploreView, ...]:
-    from landscape_app.explore import balance, honest, index_map, lanczos, race
+    from landscape_app.explore import balance, connect, honest, index_map, lanczos, race
 
-    return (index_map.VIEW, balance.VIEW, lanczos.VIEW, honest.VIEW, race.VIEW)
+    return (index_map.VIEW, balance.VIEW, lanczos.VIEW, honest.VIEW, race.VIEW, connect.VIEW)
 
 
 VIEWS: tuple[ExploreView, ...] = _views()

@@ -48,8 +48,10 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     when K·n ≤ ``MAX_POINT_FLOATS``; ``peak_verdict``, ``peak_critical_loss``,
     ``peak_distance``, ``peak_grad_norm``, ``peak_converged`` up to
     ``CLASSIFY_MAX_PARAMS`` parameters (else None); ``alpha`` (G,), ``beta`` (G,),
-    ``surface`` (G, G) float32 and ``path_coords`` (K, 2), ``straight_coords`` (2, 2),
-    ``off_plane`` (max distance of the path off that plane), ``marks``.
+    ``surface`` (G, G) float32 at ``center + α direction1 + β direction2`` (each (n,)
+    float64; center = θ_a, direction1 = θ_b − θ_a), ``path_coords`` (K, 2),
+    ``straight_coords`` (2, 2), ``off_plane`` (max distance of the path off that plane),
+    ``marks``. Without a plane (the path is straight) those keys are absent.
     """
     start = time.perf_counter()
     seed_a, seed_b = int(s["seed"]), int(s["seed_b"])
@@ -130,6 +132,8 @@ def _plane(problem, path, a: np.ndarray, b: np.ndarray, progress: ProgressFn) ->
                                           plane.direction2)
     peak = coords[path.peak]
     return {"alpha": alphas, "beta": betas, "surface": _f32(surface),
+            "center": _f64(plane.center), "direction1": _f64(plane.direction1),
+            "direction2": _f64(plane.direction2),
             "path_coords": _f32(coords), "straight_coords": _f32([[0.0, 0.0], [1.0, 0.0]]),
             "off_plane": float(np.max(distance)),
             "marks": {"minimum A": [0.0, 0.0], "minimum B": [1.0, 0.0],

@@ -96,9 +96,12 @@ def race_figure(labels: Sequence[str], alpha: np.ndarray, beta: np.ndarray,
                                          "line": {"width": 1, "color": "white"}}),
                       row=1, col=2)
     moving = list(range(first, first + 2 * K))
+    # Plain lists in frames: plotly.js decodes typed arrays of the figure's data, not of
+    # its frames.
     fig.frames = [go.Frame(name=str(int(step)), traces=moving, data=[
-        *(go.Scatter(x=frames_xy[k, f:f + 1, 0], y=frames_xy[k, f:f + 1, 1]) for k in range(K)),
-        *(go.Scatter(x=[step], y=frame_loss[k, f:f + 1]) for k in range(K))])
+        *(go.Scatter(x=frames_xy[k, f:f + 1, 0].tolist(), y=frames_xy[k, f:f + 1, 1].tolist())
+          for k in range(K)),
+        *(go.Scatter(x=[int(step)], y=frame_loss[k, f:f + 1].tolist()) for k in range(K))])
         for f, step in enumerate(frame_steps)]
     play = {"frame": {"duration": FRAME_MS, "redraw": True}, "fromcurrent": True,
             "transition": {"duration": 0}, "mode": "immediate"}

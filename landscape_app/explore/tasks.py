@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from landscape_app.explore import (
     balance_task,
+    connect_task,
     honest_task,
     index_map_task,
     lanczos_task,
@@ -12,4 +13,4 @@ from landscape_app.explore import (
 )
 
 EXPLORE_TASKS = {module.TASK: module.run for module in (
-    index_map_task, balance_task, lanczos_task, honest_task, race_task)}
+    index_map_task, balance_task, lanczos_task, honest_task, race_task, connect_task)}
