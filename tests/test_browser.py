@@ -307,6 +307,50 @@ def test_click_a_path_point_selects_it(page):
     page.shot("07-recentred")
 
 
+def test_click_the_contour_off_the_path_selects_a_plane_point(page):
+    """A click far from the path selects that point (α, β) of the plane: the spectrum is
+    computed there and the URL holds the point."""
+    page.open()
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    graph = page.driver.find_element("css selector", "#contour-graph .js-plotly-plot")
+    page.driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", graph)
+    # the grid node farthest from every drawn path point, and its pixel position
+    px, py, a, b, w, h = page.js("""
+      const gd = document.querySelector('#contour-graph .js-plotly-plot');
+      const c = gd._fullData[0], tr = gd._fullData.find(t => t.name === 'path');
+      const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+      let best = null;
+      for (let j = 2; j < c.x.length - 2; j += 2) {
+        for (let i = 2; i < c.y.length - 2; i += 2) {
+          const X = xa.l2p(c.x[j]), Y = ya.l2p(c.y[i]);
+          let d = Infinity;
+          for (let k = 0; k < tr.x.length; k++) {
+            d = Math.min(d, Math.hypot(xa.l2p(tr.x[k]) - X, ya.l2p(tr.y[k]) - Y));
+          }
+          if (!best || d > best[0]) { best = [d, X, Y, c.x[j], c.y[i]]; }
+        }
+      }
+      const r = gd.getBoundingClientRect();
+      return [xa._offset + best[1], ya._offset + best[2], best[3], best[4], r.width,
+              r.height];""")
+    ActionChains(page.driver).move_to_element_with_offset(graph, px - w / 2, py - h / 2) \
+        .click().perform()
+    page.wait(lambda: page.value("selected_alpha") not in ("", None), 20,
+              "no plane point selected")
+    page.wait_idle()
+    alpha, beta = float(page.value("selected_alpha")), float(page.value("selected_beta"))
+    cell = page.js("""
+      const c = document.querySelector('#contour-graph .js-plotly-plot')._fullData[0];
+      return [Math.abs(c.x[1] - c.x[0]), Math.abs(c.y[1] - c.y[0])];""")
+    assert abs(alpha - a) <= 1.01 * cell[0] and abs(beta - b) <= 1.01 * cell[1]
+    assert page.value("selected_step") in ("", None)
+    assert "selected_alpha=" in page.driver.current_url
+    info = page.text("selected-info")
+    assert "α" in info and "β" in info, info
+    page.shot("06b-selected-plane-point")
+
+
 def test_reload_a_copied_url_gives_the_same_view(page):
     # the adam_vs_gd preset (computed by an earlier test) seen on another plane
     page.open(_preset_query("adam_vs_gd") +
