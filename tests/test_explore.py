@@ -143,8 +143,9 @@ def test_balance_figure_draws_both_step_sizes_and_the_spectrum():
                                  abs_eigenvalues=np.array([1e-14, 1e-13, 0.5, 2.0]),
                                  zero_tol=1e-8, symmetry_rank=2)
     lines = [tr for tr in fig.data if tr.mode == "lines"]
-    assert [tr.name for tr in lines] == ["η = 0.1", "η/2 = 0.05"]
-    assert np.allclose(lines[1].y[1:], (t ** 2 / 2)[1:])
+    assert [tr.name for tr in lines] == ["η = 0.1", "η/2 = 0.05", "zero tolerance τ"]
+    assert np.allclose(lines[1].y, (t ** 2 / 2)[1:]) and np.allclose(lines[1].x, t[1:])
+    assert np.allclose(lines[2].y, 1e-8)
     dots = [tr for tr in fig.data if tr.mode == "markers"]
     assert np.allclose(dots[0].y, [1e-14, 1e-13, 0.5, 2.0])
 

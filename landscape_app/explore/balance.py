@@ -24,30 +24,35 @@ def balance_figure(time: np.ndarray, drift: np.ndarray, *, lr: float,
     the number of flat directions the rescaling symmetry forces shaded."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, subplot_titles=(
         "drift of the balancedness D_k along the path", "|λ| of the Hessian at the end"))
-    floor = 1e-18
+    def positive(t, y):
+        """Drop the non-positive values a log axis cannot show (the drift is 0 at t = 0)."""
+        t, y = np.asarray(t, float), np.asarray(y, float)
+        keep = y > 0
+        return t[keep], y[keep]
 
-    def positive(y):
-        return np.maximum(np.asarray(y, float), floor)
-
-    fig.add_trace(go.Scatter(x=time, y=positive(drift), mode="lines", name=f"η = {lr:g}",
+    x, y = positive(time, drift)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"η = {lr:g}",
                              line={"color": figures.PALETTE["loss"], "width": 2.5}),
                   row=1, col=1)
     if time_half is not None and drift_half is not None:
-        fig.add_trace(go.Scatter(x=time_half, y=positive(drift_half), mode="lines",
-                                 name=f"η/2 = {lr / 2:g}",
+        x, y = positive(time_half, drift_half)
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"η/2 = {lr / 2:g}",
                                  line={"color": figures.PALETTE["lambda_max"], "width": 2,
                                        "dash": "dash"}), row=1, col=1)
     fig.update_yaxes(type="log", title_text="Σ‖D_k(t) − D_k(0)‖_F", row=1, col=1)
     fig.update_xaxes(title_text="time t = η · step", row=1, col=1)
     if abs_eigenvalues is not None and len(abs_eigenvalues):
-        lam = positive(abs_eigenvalues)
-        k = np.arange(1, lam.size + 1)
+        k, lam = positive(np.arange(1, len(abs_eigenvalues) + 1), abs_eigenvalues)
         fig.add_trace(go.Scatter(x=k, y=lam, mode="markers", name="|λ|",
                                  marker={"size": 5, "color": figures.PALETTE["bar"]}),
                       row=1, col=2)
         if zero_tol:
-            fig.add_hline(y=zero_tol, line={"dash": "dot", "color": figures.PALETTE["muted"]},
-                          annotation_text="zero tolerance τ", row=1, col=2)
+            # a trace, not add_hline: hline annotations land off their line on log axes
+            fig.add_trace(go.Scatter(x=[0.5, len(abs_eigenvalues) + 0.5],
+                                     y=[zero_tol, zero_tol], mode="lines",
+                                     name="zero tolerance τ",
+                                     line={"dash": "dot", "color": figures.PALETTE["muted"]}),
+                          row=1, col=2)
         if symmetry_rank:
             fig.add_vrect(x0=0.5, x1=symmetry_rank + 0.5, fillcolor=figures.PALETTE["plateau"],
                           line_width=0, annotation_text=f"{symmetry_rank} symmetry directions",
@@ -56,6 +61,7 @@ def balance_figure(time: np.ndarray, drift: np.ndarray, *, lr: float,
         fig.update_xaxes(title_text="eigenvalue (ascending |λ|)", row=1, col=2)
     figures._base_layout(fig, title=note or None)
     figures._left_subplot_titles(fig)
+    fig.update_layout(legend={"y": -0.2, "yanchor": "top"}, margin={"b": 80})
     return fig
 
 

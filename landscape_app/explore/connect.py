@@ -73,7 +73,7 @@ def connect_figure(t: np.ndarray, loss: np.ndarray, straight_loss: np.ndarray, *
         fig.add_hline(y=float(global_min), line={"dash": "dot", "color": figures.PALETTE[
             "global_min"]}, annotation_text="L*", annotation_position="bottom right",
             row=1, col=1)
-    fig.update_xaxes(title_text="t", range=[0, 1], row=1, col=1)
+    fig.update_xaxes(title_text="t", range=[-0.02, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
     if plane:
         _plane_panel(fig, np.asarray(alpha, float), np.asarray(beta, float),
@@ -136,6 +136,11 @@ def render(payload: Mapping, view: Mapping) -> tuple[go.Figure, str]:
         parts.append(f"top of the path → {verdict} at loss "
                      f"{fmt(payload.get('peak_critical_loss'))} "
                      f"({fmt(payload.get('peak_distance'), 2)} away)")
+    off = payload.get("off_plane")
+    if payload.get("surface") is not None and off is not None and off > 1e-9 * max(
+            float(payload["distance"]), 1e-300):
+        parts.append(f"right: the path's shadow on the plane (it runs up to {fmt(off, 2)} "
+                     "off it)")
     force = payload.get("converged_force")
     if method == "neb" and force is not None and np.isfinite(force) and force > 1e-2:
         parts.append(f"band not converged (largest force {fmt(force, 2)} × the segment's "
