@@ -55,9 +55,14 @@ from compute._errors import InputError
 from compute._limits import (
     MAX_LR,
     MAX_PARAMS_EXACT_HESSIAN,
+    MAX_PATH_IMAGES,
+    MAX_PATH_POINTS,
+    MAX_PEAK_SADDLE_STEPS,
     MAX_SEED,
+    MAX_SPRING,
     MAX_STEPS,
     MEMORY_BUDGET_BYTES,
+    MIN_PATH_IMAGES,
 )
 from compute._losses import flat_objective
 from compute._models import ModelSpec
@@ -73,11 +78,6 @@ __all__ = [
 
 CONNECT_METHODS = ("neb", "bezier")
 # Limits to move to compute/_limits.py.
-MIN_PATH_IMAGES = 3            # images of a band / t samples per Bézier step (ends included)
-MAX_PATH_IMAGES = 129
-MAX_PATH_POINTS = 1_025        # points at which a trained Bézier curve is evaluated
-MAX_SPRING = 1e3               # dimensionless NEB spring constant
-MAX_PEAK_SADDLE_STEPS = 200    # saddle-finder steps from a path's peak
 _COPIES = 8                    # (K, n) arrays alive during a step: images, grads, Adam, …
 _CLIMB_AFTER = 1 / 3           # fraction of the steps before the highest image climbs
 _PROGRESS_CHUNKS = 10

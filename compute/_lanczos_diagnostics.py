@@ -40,6 +40,7 @@ from compute._lanczos import (
     slq_quadrature,
 )
 from compute._limits import (
+    MAX_DENSITY_GRID,
     MAX_LANCZOS_STEPS,
     MAX_SEED,
     MAX_SLQ_PROBES,
@@ -59,7 +60,6 @@ __all__ = [
 MatVec = Callable[[jax.Array], jax.Array]
 Objective = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
-MAX_DENSITY_GRID = 4_096  # points of a density grid (local: to move to compute/_limits.py)
 
 
 @dataclass(frozen=True, eq=False)

@@ -36,6 +36,13 @@ MAX_PARAMS_INDEX_MAP = MAX_PARAMS_EXACT_HESSIAN // 8  # exact Hessian at every g
 MAX_INDEX_MAP_WORK = 2e12      # cells × n² × (n + m): Hessians (∝ m n²) + eigensolves (∝ n³)
 MAX_INDEX_MAP_GRID = 101       # cells per side of a dashboard Morse-index map
 MAX_RACERS = 6                 # optimisers of one race
+MIN_PATH_IMAGES = 3            # images of a minimum-to-minimum band (ends included) …
+MAX_PATH_IMAGES = 129          # … and at most this many
+MAX_PATH_POINTS = 1_025        # points at which a trained Bézier curve is evaluated
+MAX_SPRING = 1e3               # dimensionless NEB spring constant
+MAX_PEAK_SADDLE_STEPS = 200    # saddle-finder steps from a path's peak
+MAX_DENSITY_GRID = 4_096       # points of a spectral-density grid (Lanczos diagnostics)
+MAX_EXPORT_POINTS = 250_000    # grid nodes of one exported surface mesh (~25 MB of text)
 
 
 # Work budgets of one dashboard request (products of sizes: grid² × m × n_params, …),

@@ -27,9 +27,12 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from landscape_app.settings import LIMITS
+
 __all__ = ["MAX_EXPORT_POINTS", "surface_obj", "surface_vtp"]
 
-MAX_EXPORT_POINTS = 250_000  # grid nodes of one exported surface (≈ 500 × 500; ~25 MB of text)
+# The web process reads compute/_limits.py by file (it never imports compute: JAX).
+MAX_EXPORT_POINTS = LIMITS.MAX_EXPORT_POINTS  # grid nodes of one exported surface
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_ .()+-]{0,63}$")
 _FLOAT = "%.10g"
 
