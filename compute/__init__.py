@@ -31,3 +31,7 @@ from compute._planes import *  # noqa: E402,F401,F403
 from compute._surface import *  # noqa: E402,F401,F403
 from compute._index_map import *  # noqa: E402,F401,F403
 from compute._conservation import *  # noqa: E402,F401,F403
+from compute._lanczos_diagnostics import *  # noqa: E402,F401,F403
+from compute._honest import *  # noqa: E402,F401,F403
+from compute._race import *  # noqa: E402,F401,F403
+from compute._connect import *  # noqa: E402,F401,F403

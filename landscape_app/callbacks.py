@@ -203,7 +203,7 @@ def estimated_work(task: str, view: Mapping) -> float:
     steps = int(view.get("steps") or 0)
     lam = (steps // view["lambda_every"]) * 40 * 4 * per if view.get("lambda_every") else 0.0
     path = 3 * steps * per + lam
-    needs_path = view.get("plane") in ("pca", "points") or view.get("center") in (
+    needs_path = view.get("plane") in ("pca", "points", "action") or view.get("center") in (
         "final", "selected")
     hvps = P if P <= 4000 else 4 * int(view.get("k") or 10) + 100
     spectrum = 4 * hvps * per + min(P, 4000) ** 3 / 3  # Hessian (or Lanczos) + eigensolve

@@ -741,7 +741,7 @@ def compute_fields(task: str, settings: Mapping) -> dict:
     bias (which it ignores) do not count.
     """
     names = list(_PROBLEM_FIELDS)
-    plane_needs_path = settings.get("plane") in ("pca", "points")
+    plane_needs_path = settings.get("plane") in ("pca", "points", "action")
     center_needs_path = settings.get("center") in ("final", "selected")
     if task == "path":
         names += [*_PATH_FIELDS, "lambda_every"]

@@ -357,7 +357,8 @@ def make_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dict
     if s["center"] == "selected":
         plane["center"] = point
         plane["center_step"] = None
-        if s["plane"] in ("pca", "points"):  # the window covered the path: keep covering it
+        if s["plane"] in ("pca", "points", "action"):  # the window covered the path: keep
+            # covering it
             (a0, a1), (b0, b1) = plane["alpha_range"], plane["beta_range"]
             plane["alpha_range"], plane["beta_range"] = (a0 - a, a1 - a), (b0 - b, b1 - b)
     return plane
@@ -458,12 +459,16 @@ def _checkpoint_plane(s: Mapping, path):
 
 
 def _action_plane(s: Mapping, problem: Problem, path, progress: ProgressFn):
-    """``(center, d1, d2, extra)``: :func:`compute.action_plane` with the path's slowest point
-    on its main plateau as the saddle and its final point as the minimum."""
+    """``(center, d1, d2, extra)``: :func:`compute.action_plane` with the path's final point
+    as the minimum and, as the saddle, its slowest point on its longest plateau that it
+    left before the end (a path that ends on a plateau sits at a saddle there)."""
     from compute._honest import action_plane
 
-    _, plateau = _main_plateau(path, _global_min(s, problem))
-    saddle, saddle_step = _saddle_point(path, plateau)
+    plateaus, _ = _main_plateau(path, _global_min(s, problem))
+    last = int(path.weight_steps[-1])
+    left = [p for p in plateaus if p.closest_step < last]
+    saddle, saddle_step = _saddle_point(path, max(left, key=lambda p: p.length)
+                                        if left else None)
     final = _f64(path.final)
     if not np.any(final != saddle):
         raise InputError("the path's slowest point is its end point, so there is no way from a "

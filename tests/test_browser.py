@@ -448,6 +448,10 @@ EXPLORE_QUERIES = {
     "index_map": "explore=index_map&imap_grid=31&model=mlp&widths=3&activation=tanh"
                  "&dataset=xor&init=xavier&init_scale=1.0&lr=0.5&plane=points",
     "balance": "explore=balance",
+    "race": "explore=race&init_scale=0.01&race=gd+0.05%2C+gd+0.1%2C+momentum+0.05%2C+adam+0.01",
+    "honest": "explore=honest&plane=action&init_scale=0.01",
+    "lanczos": "explore=lanczos&selected_step=150&k=3&probes=16",
+    "connect": "explore=connect",
 }
 
 

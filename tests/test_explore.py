@@ -263,3 +263,18 @@ def test_race_and_checkpoints_settings_parse_round_trip_and_refuse_bad_text():
             "checkpoints": "0, 5, 9"}
     back, errors = S.validate_settings(S.settings_from_query(S.settings_to_query(view)))
     assert errors == {} and back == S.validate_settings(view)[0]
+
+
+def test_planes_built_from_the_path_key_on_the_path():
+    base = {**S.DEFAULTS, "center": "init"}
+    for plane in ("pca", "points", "action"):
+        view = {**base, "plane": plane}
+        for task in ("surface", "index_map", "cut"):
+            assert S.canonical_key(task, view) != S.canonical_key(task, {**view, "lr": 0.01})
+    view = {**base, "plane": "random"}
+    assert S.canonical_key("surface", view) == S.canonical_key("surface", {**view, "lr": 0.01})
+    view = {**base, "plane": "points"}
+    assert S.canonical_key("surface", view) != S.canonical_key(
+        "surface", {**view, "checkpoints": "0, 5, 9"})
+    assert S.canonical_key("surface", {**view, "plane": "pca"}) == S.canonical_key(
+        "surface", {**view, "plane": "pca", "checkpoints": "0, 5, 9"})

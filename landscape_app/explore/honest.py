@@ -24,24 +24,26 @@ SLICE_COLOUR = "#e4572e"
 
 
 def honest_figure(steps: np.ndarray, true_loss: np.ndarray, slice_loss: np.ndarray,
-                  relative_distance: np.ndarray, *, distance: np.ndarray | None = None,
+                  distance: np.ndarray, *, center_distance: np.ndarray | None = None,
                   marks: Mapping[str, int | None] | None = None,
                   note: str = "") -> go.Figure:
     """Left: the true loss L(θ_t) and the slice loss at the projected point against the
     step (log scale when both are positive over more than two decades). Right: the
-    distance off the plane relative to ‖θ_t − centre‖ (0: in the plane, 1: orthogonal).
+    distance off the plane ‖θ_t − proj‖ next to the distance from the plane's centre
+    ‖θ_t − c‖ (parameter units): where the first is small against the second, the slice
+    is faithful.
 
     Args:
-      steps (T,), true_loss (T,), slice_loss (T,), relative_distance (T,): along the path;
-      distance (T,): absolute distances (hover). marks: ``{name: step}`` drawn as
-      vertical lines (e.g. the saddle, the checkpoints).
+      steps (T,), true_loss (T,), slice_loss (T,), distance (T,): along the path;
+      center_distance (T,): ‖θ_t − c‖. marks: ``{name: step}`` drawn as vertical lines
+      (e.g. the saddle, the checkpoints).
     """
     steps = np.asarray(steps, float)
     true_loss, slice_loss = np.asarray(true_loss, float), np.asarray(slice_loss, float)
-    rel = np.asarray(relative_distance, float)
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, column_widths=[0.58, 0.42],
                         subplot_titles=("loss along the path: true vs. what the slice shows",
-                                        "distance off the plane, ‖θ − proj‖ / ‖θ − c‖"))
+                                        "distance off the plane vs. from its centre"))
+    figures._left_subplot_titles(fig)   # before the step marks add annotations of their own
     fig.add_trace(go.Scatter(x=steps, y=true_loss, mode="lines", name="true loss L(θ_t)",
                              line={"color": figures.PALETTE["loss"], "width": 2.5}),
                   row=1, col=1)
@@ -50,19 +52,23 @@ def honest_figure(steps: np.ndarray, true_loss: np.ndarray, slice_loss: np.ndarr
                              line={"color": SLICE_COLOUR, "width": 2, "dash": "dash"},
                              fill="tonexty", fillcolor="rgba(228, 87, 46, 0.12)"),
                   row=1, col=1)
-    custom = None if distance is None else np.asarray(distance, float)
     fig.add_trace(go.Scatter(
-        x=steps, y=rel, mode="lines", name="relative distance", showlegend=False,
-        customdata=custom, line={"color": figures.PALETTE["grad"], "width": 2},
-        hovertemplate="step %{x}<br>relative %{y:.3g}"
-                      + ("<br>distance %{customdata:.3g}" if custom is not None else "")
-                      + "<extra></extra>"), row=1, col=2)
+        x=steps, y=np.asarray(distance, float), mode="lines", name="off the plane ‖θ − proj‖",
+        line={"color": figures.PALETTE["grad"], "width": 2.5},
+        hovertemplate="step %{x}<br>off the plane %{y:.3g}<extra></extra>"), row=1, col=2)
+    if center_distance is not None:
+        fig.add_trace(go.Scatter(
+            x=steps, y=np.asarray(center_distance, float), mode="lines",
+            name="from the centre ‖θ − c‖",
+            line={"color": figures.PALETTE["muted"], "width": 1.5, "dash": "dot"},
+            hovertemplate="step %{x}<br>from the centre %{y:.3g}<extra></extra>"),
+            row=1, col=2)
     both = np.concatenate([true_loss, slice_loss])
     both = both[np.isfinite(both)]
     if both.size and both.min() > 0 and both.max() / both.min() > 100:
         fig.update_yaxes(type="log", row=1, col=1)
     fig.update_yaxes(title_text="loss", row=1, col=1)
-    fig.update_yaxes(title_text="relative distance", range=[0, 1.02], row=1, col=2)
+    fig.update_yaxes(title_text="distance (parameter units)", rangemode="tozero", row=1, col=2)
     fig.update_xaxes(title_text="step", row=1, col=1)
     fig.update_xaxes(title_text="step", row=1, col=2)
     for name, step in (marks or {}).items():
@@ -74,7 +80,7 @@ def honest_figure(steps: np.ndarray, true_loss: np.ndarray, slice_loss: np.ndarr
                       row=1, col=1)
         fig.add_vline(x=float(step), line=line, row=1, col=2)
     figures._base_layout(fig, title=note or None)
-    figures._left_subplot_titles(fig)
+    fig.update_layout(margin={"t": 84}, legend={"traceorder": "normal"})
     return fig
 
 
@@ -108,7 +114,7 @@ def render(payload: Mapping, view: Mapping) -> tuple[go.Figure, str]:
         marks[f"step {int(step)}"] = int(step)
     title, label = _summary(payload)
     fig = honest_figure(payload["steps"], payload["true_loss"], payload["slice_loss"],
-                        payload["relative_distance"], distance=payload.get("distance"),
+                        payload["distance"], center_distance=payload.get("center_distance"),
                         marks=marks, note=title)
     return fig, label
 

@@ -31,7 +31,8 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     Hessian, PCA, points/checkpoints or action). At each recorded path point θ_t (at most
     ``MAX_WEIGHT_ROWS``, evenly thinned) :func:`compute.honest_slice` gives the plane
     coordinates (α_t, β_t), ``true_loss`` L(θ_t), ``slice_loss`` L(c + α_t d₁ + β_t d₂),
-    ``distance`` ‖θ_t − projection‖ and ``relative_distance`` (that over ‖θ_t − c‖).
+    ``distance`` ‖θ_t − projection‖ and ``relative_distance`` (that over
+    ``center_distance`` ‖θ_t − c‖).
 
     Payload: ``steps`` (R,), ``alpha``/``beta``/``distance``/``relative_distance`` (float32),
     ``true_loss``/``slice_loss`` (float64), ``max_gap``, ``plane``, ``explained_variance``
@@ -52,6 +53,8 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
         "true_loss": _f64(result.true_loss), "slice_loss": _f64(result.slice_loss),
         "distance": _f32(result.distance),
         "relative_distance": _f32(result.relative_distance),
+        "center_distance": _f32(np.linalg.norm(
+            np.asarray(path.weights[rows], np.float64) - plane["center"], axis=1)),
         "max_gap": float(result.max_gap), "plane": s["plane"],
         "explained_variance": plane.get("explained_variance"),
         "plane_note": plane.get("plane_note", ""),

@@ -8,19 +8,24 @@ Right: the escape steps side by side.
 
 from __future__ import annotations
 
+import base64
+import struct
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from landscape_app import figures
 from landscape_app.explore import ExploreView
 
-__all__ = ["RACER_COLOURS", "VIEW", "race_figure"]
+__all__ = ["RACER_COLOURS", "VIEW", "iso_lines", "race_figure", "surface_image"]
 
 RACER_COLOURS = ("#e4572e", "#2e86ab", "#f4b400", "#d81b60", "#2a9d8f", "#6a51a3")
 FRAME_MS = 80
+ISO_LEVELS = 14     # level lines over the race plane's loss
 
 
 def race_figure(labels: Sequence[str], alpha: np.ndarray, beta: np.ndarray,
@@ -49,15 +54,19 @@ def race_figure(labels: Sequence[str], alpha: np.ndarray, beta: np.ndarray,
                         horizontal_spacing=0.07, subplot_titles=(
                             "the racers on the PCA plane of their paths",
                             "loss (× escape from the plateau)", "escape step"))
+    figures._left_subplot_titles(fig)
     z = np.asarray(surface, float)
-    positive = np.isfinite(z) & (z > 0)
-    log = bool(positive.all())
+    log = bool((np.isfinite(z) & (z > 0)).all())
     shown, _ = figures.display_values(z, log_scale=log)
-    fig.add_trace(go.Contour(
-        x=alpha, y=beta, z=shown, colorscale=figures.COLORSCALE, ncontours=24,
-        showscale=False, line={"width": 0.5}, name="loss",
-        hovertemplate="α=%{x:.3g}<br>β=%{y:.3g}<br>" + ("log₁₀ loss" if log else "loss")
-                      + "=%{z:.3g}<extra></extra>"), row=1, col=1)
+    # plotly.js animates scatter and bar traces only: a contour trace vanishes while the
+    # animation plays. The surface is a layout image (smoothed by the browser) under
+    # iso-lines drawn as one scatter trace.
+    fig.add_layout_image(surface_image(alpha, beta, shown), row=1, col=1)
+    lines_x, lines_y = iso_lines(alpha, beta, shown, ISO_LEVELS)
+    fig.add_trace(go.Scatter(x=lines_x, y=lines_y, mode="lines", hoverinfo="skip",
+                             showlegend=False, name="level lines",
+                             line={"color": "rgba(255,255,255,0.45)", "width": 0.8}),
+                  row=1, col=1)
     colour = [RACER_COLOURS[k % len(RACER_COLOURS)] for k in range(K)]
     for k in range(K):
         fig.add_trace(go.Scatter(x=trail[k, :, 0], y=trail[k, :, 1], mode="lines",
@@ -95,10 +104,14 @@ def race_figure(labels: Sequence[str], alpha: np.ndarray, beta: np.ndarray,
                                  marker={"size": 9, "color": colour[k],
                                          "line": {"width": 1, "color": "white"}}),
                       row=1, col=2)
+    # An animation step removes every non-scatter trace and redraws the traces its frame
+    # names (plotly.js cartesian plotOne): the bars are named with an empty update so they
+    # are drawn again. Frames hold plain lists (plotly.js decodes the typed arrays of the
+    # figure's data, not of its frames).
+    still = [k for k, trace in enumerate(fig.data) if trace.type != "scatter"]
     moving = list(range(first, first + 2 * K))
-    # Plain lists in frames: plotly.js decodes typed arrays of the figure's data, not of
-    # its frames.
-    fig.frames = [go.Frame(name=str(int(step)), traces=moving, data=[
+    fig.frames = [go.Frame(name=str(int(step)), traces=still + moving, data=[
+        *(type(fig.data[k])() for k in still),
         *(go.Scatter(x=frames_xy[k, f:f + 1, 0].tolist(), y=frames_xy[k, f:f + 1, 1].tolist())
           for k in range(K)),
         *(go.Scatter(x=[int(step)], y=frame_loss[k, f:f + 1].tolist()) for k in range(K))])
@@ -131,9 +144,96 @@ def race_figure(labels: Sequence[str], alpha: np.ndarray, beta: np.ndarray,
     fig.update_xaxes(title_text="step", row=1, col=2)
     fig.update_xaxes(title_text="step", rangemode="tozero", row=1, col=3)
     figures._base_layout(fig, title=note or None)
-    figures._left_subplot_titles(fig)
-    fig.update_layout(margin={"b": 110})
+    fig.update_layout(margin={"t": 84, "b": 110})
     return fig
+
+
+def surface_image(alpha: np.ndarray, beta: np.ndarray, z: np.ndarray) -> dict:
+    """A layout image of ``z (N_b, N_a)`` in the Viridis scale (a PNG data URL), one pixel
+    per grid point, stretched over the grid's cells (axis coordinates x, y)."""
+    finite = np.isfinite(z)
+    lo, hi = (float(z[finite].min()), float(z[finite].max())) if finite.any() else (0.0, 1.0)
+    t = np.clip((np.where(finite, z, hi) - lo) / ((hi - lo) or 1.0), 0.0, 1.0)
+    stops = np.array([_hex_rgb(c) for c in plotly.colors.sequential.Viridis], float)
+    knots = np.linspace(0.0, 1.0, stops.shape[0])
+    rgb = np.stack([np.interp(t, knots, stops[:, c]) for c in range(3)], axis=-1)
+    png = _png(np.round(rgb[::-1]).astype(np.uint8))     # PNG rows run top (β max) down
+    da = (alpha[-1] - alpha[0]) / max(alpha.size - 1, 1)
+    db = (beta[-1] - beta[0]) / max(beta.size - 1, 1)
+    return {"source": "data:image/png;base64," + base64.b64encode(png).decode(),
+            "x": float(alpha[0] - da / 2), "y": float(beta[-1] + db / 2),
+            "sizex": float(alpha[-1] - alpha[0] + da), "sizey": float(beta[-1] - beta[0] + db),
+            "xanchor": "left", "yanchor": "top", "sizing": "stretch", "layer": "below"}
+
+
+def iso_lines(alpha: np.ndarray, beta: np.ndarray, z: np.ndarray,
+              levels: int) -> tuple[list, list]:
+    """Level lines of ``z (N_b, N_a)`` at ``levels`` evenly spaced values (marching squares):
+    ``(x, y)`` lists of segments separated by None, for one scatter trace."""
+    xs: list = []
+    ys: list = []
+    finite = np.isfinite(z)
+    if not finite.all() or z.shape[0] < 2 or z.shape[1] < 2:
+        return xs, ys
+    for level in np.linspace(z.min(), z.max(), levels + 2)[1:-1]:
+        for (xa, ya), (xb, yb) in _level_segments(alpha, beta, z, level):
+            xs += [xa, xb, None]
+            ys += [ya, yb, None]
+    return xs, ys
+
+
+def _level_segments(alpha, beta, z, level):
+    """Marching squares for one level: the segments crossing each grid cell."""
+    c00, c10 = z[:-1, :-1], z[:-1, 1:]    # (β_i, α_j), (β_i, α_j+1)
+    c01, c11 = z[1:, :-1], z[1:, 1:]      # (β_i+1, α_j), (β_i+1, α_j+1)
+    A0, A1 = alpha[:-1][None, :], alpha[1:][None, :]
+    B0, B1 = beta[:-1][:, None], beta[1:][:, None]
+
+    def cross(za, zb):  # corners at or above the level are "above"
+        mask = (za >= level) != (zb >= level)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return mask, (level - za) / (zb - za)
+
+    # Edges: bottom (c00 → c10), right (c10 → c11), top (c01 → c11), left (c00 → c01).
+    edges = []
+    for (za, zb), point in (
+            ((c00, c10), lambda f: (A0 + f * (A1 - A0), B0 + 0 * f)),
+            ((c10, c11), lambda f: (A1 + 0 * f, B0 + f * (B1 - B0))),
+            ((c01, c11), lambda f: (A0 + f * (A1 - A0), B1 + 0 * f)),
+            ((c00, c01), lambda f: (A0 + 0 * f, B0 + f * (B1 - B0)))):
+        mask, frac = cross(za, zb)
+        edges.append((mask, *point(np.where(mask, frac, 0.0))))
+    count = sum(e[0].astype(int) for e in edges)
+    for i, j in zip(*np.nonzero(count == 2), strict=True):
+        ends = [(float(e[1][i, j]), float(e[2][i, j])) for e in edges if e[0][i, j]]
+        yield ends[0], ends[1]
+    for i, j in zip(*np.nonzero(count == 4), strict=True):   # a saddle cell: pair by centre
+        p = [(float(e[1][i, j]), float(e[2][i, j])) for e in edges]
+        centre = 0.25 * (c00[i, j] + c10[i, j] + c01[i, j] + c11[i, j])
+        if (centre >= level) == (c00[i, j] >= level):
+            yield p[0], p[1]
+            yield p[2], p[3]
+        else:
+            yield p[0], p[3]
+            yield p[1], p[2]
+
+
+def _hex_rgb(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    return int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16)
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    """A truecolour PNG of ``rgb (h, w, 3)`` uint8 (no dependency beyond zlib)."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\x00" + rgb[r].tobytes() for r in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
 def _escape_bars(fig: go.Figure, labels, escape_step, diverged_at, colour) -> None:
@@ -156,10 +256,10 @@ def _escape_bars(fig: go.Figure, labels, escape_step, diverged_at, colour) -> No
                          showlegend=False, name="escape step", cliponaxis=False,
                          textfont={"size": 11}, customdata=list(labels),
                          hovertemplate="%{customdata}: %{text}<extra></extra>"), row=1, col=3)
-    fig.add_trace(go.Scatter(x=[0.0] * len(rows), y=[r - 0.42 for r in rows], mode="text",
-                             text=list(labels), textposition="middle right", showlegend=False,
-                             textfont={"size": 10.5, "color": figures.PALETTE["muted"]},
-                             hoverinfo="skip", cliponaxis=False), row=1, col=3)
+    for r, label in zip(rows, labels, strict=True):  # annotations outlast the animation
+        fig.add_annotation(x=0.0, y=r - 0.42, text=label, showarrow=False, xanchor="left",
+                           font={"size": 10.5, "color": figures.PALETTE["muted"]},
+                           row=1, col=3)
     fig.update_xaxes(range=[0, 1.35 * max([1, *values])], row=1, col=3)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False,
                      range=[len(rows) - 0.5, -0.9], row=1, col=3)

@@ -40,7 +40,8 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     ``frame_coords`` (K, F, 2) and ``frame_loss`` (K, F) (NaN after a divergence),
     ``trail_coords`` (K, R, 2), ``curve_steps`` (S), ``loss``/``grad_norm`` (K, S) float64,
     ``escape_step``/``escape_level``/``plateau_level``/``diverged_at`` (K lists; None where
-    none), ``alpha``/``beta``/``surface`` (the plane's loss, float32), ``explained_variance``.
+    none), ``alpha``/``beta``/``surface`` (the plane's loss, float32), ``explained_variance``,
+    and the plane itself: ``center``, ``direction1``, ``direction2`` (float64).
     """
     start = time.perf_counter()
     problem = build_problem(s)
@@ -76,6 +77,7 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
         "diverged_at": race.diverged_at,
         "alpha": _f32(alphas), "beta": _f32(betas), "surface": _f32(surface),
         "explained_variance": _f64(race.explained_variance),
-        "center": _f64(plane.center),
+        "center": _f64(plane.center), "direction1": _f64(plane.direction1),
+        "direction2": _f64(plane.direction2),
         "seconds": time.perf_counter() - start, "device": device_summary(),
     }
