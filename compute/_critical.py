@@ -12,8 +12,9 @@ Verdicts (:data:`VERDICTS`) and the rule that picks one, with ``τ_g`` the gradi
    a. the loss drops along a probed direction (null-space eigenvectors, random mixtures
       of them, the balanced top-singular direction of a deep linear net, random
       directions; at step sizes ``‖θ‖·2^{−11} … ‖θ‖``, accepted only if the loss never
-      rose above L(θ) at a smaller step of the same ray) → **degenerate saddle**, with
-      the direction;
+      rose above L(θ) at a smaller step of the same ray, and did not stay equal to L(θ)
+      over the three smallest steps: a drop beyond such a plateau, e.g. where a dead ReLU
+      unit wakes, is at a finite distance) → **degenerate saddle**, with the direction;
    b. a known global minimum ``L*`` of a model whose local minima are all global (deep
       linear nets, Kawaguchi 2016) lies below the loss → **degenerate saddle** (a descent
       path exists, none was found by probing);
@@ -67,6 +68,8 @@ VERDICTS = (
 )
 _N_SCALES = 12          # probe steps ‖θ‖·2^{-11} … ‖θ‖
 _MAX_NULL_PROBES = 32   # null-space eigenvectors probed one by one
+_FLAT_START = 3         # a ray flat over its 3 smallest steps (a factor 4 in distance) runs
+                        # along a plateau: a drop past it is no descent at θ
 _N_MIXTURES = 16        # random mixtures of null-space eigenvectors
 _N_RANDOM = 8           # random directions in the whole space
 _MAX_TANGENT_ENTRIES = 4_000_000  # entries of the symmetry tangents / output Jacobian built
@@ -131,8 +134,15 @@ def _ray_losses(objective, theta, X, Y, directions, steps, batch_size):
     return jax.lax.map(along, directions, batch_size=batch_size)
 
 
-def _probe(objective, theta, X, Y, directions: np.ndarray, sign: float, loss: float):
-    """Best ray along which ``sign · L`` drops without first rising: (direction, step, drop)."""
+def _probe(objective, theta, X, Y, directions: np.ndarray, sign: float, loss: float, *,
+           flat_start: int = 0):
+    """Best ray along which ``sign · L`` drops without first rising: (direction, step, drop).
+
+    ``flat_start > 0`` skips rays on which the loss equals L(θ) (to rounding) at the
+    ``flat_start`` smallest steps: θ then sits on a plateau that is flat to rounding (a dead
+    ReLU unit, say), and a drop further out lies past a kink at a finite distance, which
+    makes θ a (non-strict) local minimum rather than a saddle.
+    """
     if directions.shape[0] == 0:
         return None
     dtype = theta.dtype
@@ -147,6 +157,8 @@ def _probe(objective, theta, X, Y, directions: np.ndarray, sign: float, loss: fl
     best = None
     for d, row in zip(directions, values, strict=True):
         rose = np.nonzero(~(row <= base + noise))[0]  # a rise, or NaN/inf
+        if flat_start and np.all(np.abs(row[:flat_start] - base) <= noise):
+            continue
         usable = row[: rose[0]] if rose.size else row
         if usable.size:
             j = int(np.argmin(usable))
@@ -387,7 +399,8 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
     if spec is not None and spec.kind == "linear" and spec.depth >= 1:
         extra.append(balanced_top_singular_direction(np.asarray(X), np.asarray(Y),
                                                      spec.layer_sizes))
-    found = _probe(objective, theta, X, Y, _directions(null, n, rng, extra), 1.0, loss)
+    found = _probe(objective, theta, X, Y, _directions(null, n, rng, extra), 1.0, loss,
+                   flat_start=_FLAT_START)
     if found is not None:
         return with_direction("degenerate saddle", found,
                               f"PSD Hessian with {n_zero} zero eigenvalue(s), but the loss "

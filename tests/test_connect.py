@@ -149,6 +149,11 @@ def test_d1_peak_is_classified_on_the_constant_fit(d1, d1_paths):
     # a critical point with a flat (dead or silenced) unit: its Hessian has zero modes, so
     # neither of the non-degenerate verdicts "strict local minimum" / "local maximum" fits
     assert peak.verdict not in ("not critical", "strict local minimum", "local maximum")
+    w, b = peak.theta[0], peak.theta[1]
+    if np.all(w * X[:, 0] + b < 0):
+        # the unit is dead on every sample, the output bias at ȳ: a local minimum
+        # (THEORY.md §3, dead units), flat until the unit wakes at a finite distance
+        assert peak.verdict == "non-strict local minimum"
     np.testing.assert_array_equal(peak.start, d1_paths["neb"].peak_theta)
     assert peak.distance == pytest.approx(np.linalg.norm(peak.theta - peak.start), abs=1e-12)
 

@@ -226,3 +226,23 @@ def test_non_finite_points_get_no_verdict():
     f = lambda t, X, Y: jnp.exp(1e3 * t[0]) + t[1] ** 2
     with pytest.raises(compute.InputError, match="not finite"):
         classify_critical_point(f, jnp.array([1.0, 0.0]), dummy, dummy)
+
+
+def test_a_dead_relu_unit_with_the_mean_output_is_a_local_minimum():
+    """THEORY.md §3: a hidden layer inactive on every sample, output bias at mean(y), is a
+    local minimum, although raising the unit's bias far enough wakes it and lowers the loss
+    (a drop at a finite distance, not a descent direction)."""
+    from compute._datasets import load_dataset
+
+    ds = load_dataset("swirszcz_d1")
+    X, Y = ds.X, ds.Y
+    spec = compute.make_model("mlp", 1, 1, (1,), activation="relu")
+    theta = np.array([0.3, -2.0, 1.7, float(Y.mean())])        # w, b, v, c
+    assert np.all(0.3 * X[:, 0] - 2.0 < 0)                      # dead on every sample
+    objective = compute.flat_objective(spec, "squared")
+    cp = compute.classify_critical_point(objective, theta, X, Y, spec=spec, seed=0)
+    assert cp.verdict == "non-strict local minimum"
+    assert cp.loss == pytest.approx(np.sum((Y - Y.mean()) ** 2) / (2 * len(Y)))
+    # a bad one: THEORY.md's global minimum (w, b, v, c) = (−1, 0, 3, 0) is lower (14 / 2m)
+    assert float(objective(np.array([-1.0, 0.0, 3.0, 0.0]), X, Y)) == pytest.approx(1.4)
+    assert cp.loss > 1.4 + 0.5
