@@ -13,8 +13,9 @@ from compute._errors import InputError  # noqa: E402
 from compute._losses import (  # noqa: E402
     LOSSES, cross_entropy_loss, flat_objective, loss_function, model_loss, squared_loss)
 from compute._models import (  # noqa: E402
-    ACTIVATIONS, INITIALISERS, MODEL_KINDS, ModelSpec, flatten_params, forward, init_params,
-    make_model, params_from_arrays, params_to_arrays, spec_from_arrays, unflatten_params)
+    ACTIVATIONS, INITIALISERS, MODEL_KINDS, ModelSpec, check_flat_params, flatten_params,
+    forward, init_params, make_model, params_from_arrays, params_to_arrays, spec_from_arrays,
+    unflatten_params)
 from compute import _limits as limits  # noqa: E402
 from compute._lanczos import *  # noqa: E402,F401,F403
 from compute._hessian import *  # noqa: E402,F401,F403

@@ -65,7 +65,7 @@ from compute._limits import (
     MIN_PATH_IMAGES,
 )
 from compute._losses import flat_objective
-from compute._models import ModelSpec
+from compute._models import ModelSpec, check_flat_params
 from compute._saddle import find_critical_point
 
 __all__ = [
@@ -476,19 +476,8 @@ def _check_dtype(dtype):
 
 
 def _check_problem(spec: ModelSpec, theta_a, theta_b, X, Y, dtype, same_ok: bool = False):
-    n = spec.n_params
-    points = []
-    for name, theta in (("the first point", theta_a), ("the second point", theta_b)):
-        try:
-            theta = np.asarray(theta, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{name} must be a flat vector of {n} numbers.") from None
-        if theta.shape != (n,):
-            raise InputError(f"{name} must be a flat vector of {n} parameters, got shape "
-                             f"{theta.shape}.")
-        if not np.all(np.isfinite(theta)):
-            raise InputError(f"{name} contains NaN or inf.")
-        points.append(theta)
+    points = [check_flat_params(spec, theta_a, "the first point"),
+              check_flat_params(spec, theta_b, "the second point")]
     if not same_ok and np.array_equal(points[0], points[1]):
         raise InputError("the two points are the same; a path needs two different ends.")
     try:

@@ -33,7 +33,7 @@ from compute._errors import InputError
 from compute._hessian import hessian_spectrum
 from compute._limits import MAX_PATH_WEIGHT_BYTES, MEMORY_BUDGET_BYTES
 from compute._losses import flat_objective
-from compute._models import ModelSpec
+from compute._models import ModelSpec, check_flat_params
 from compute._planes import Plane, plane_through_points
 from compute._projection import project_onto_plane
 from compute._surface import _check_budget, _check_problem
@@ -153,19 +153,6 @@ def honest_slice(spec: ModelSpec, loss: str, weights, center, d1, d2, X, Y, *,
                        distance=distance, relative_distance=np.minimum(relative, 1.0))
 
 
-def _check_point(value, n: int, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a vector of numbers.") from None
-    if arr.shape != (n,):
-        raise InputError(f"{name} must be a flat vector of the model's {n} parameters, "
-                         f"got shape {arr.shape}.")
-    if not np.all(np.isfinite(arr)):
-        raise InputError(f"{name} contains NaN or inf.")
-    return arr
-
-
 def _check_weights(weights, n: int) -> np.ndarray:
     try:
         W = np.asarray(weights, dtype=np.float64)
@@ -260,8 +247,8 @@ def action_plane(spec: ModelSpec, loss: str, theta_min, theta_saddle, X, Y, *,
     if not (isinstance(span_margin, (int, float)) and 0 <= span_margin <= 10):
         raise InputError(f"the span margin must be a number between 0 and 10, "
                          f"got {span_margin!r}.")
-    saddle = _check_point(theta_saddle, spec.n_params, "the saddle")
-    theta_min = _check_point(theta_min, spec.n_params, "the minimum")
+    saddle = check_flat_params(spec, theta_saddle, "the saddle")
+    theta_min = check_flat_params(spec, theta_min, "the minimum")
     zero = np.zeros(spec.n_params)
     _, _, _, X, Y = _check_problem(spec, loss, zero, zero, zero, X, Y)
     u = theta_min - saddle

@@ -129,6 +129,25 @@ def unflatten_params(spec: ModelSpec, theta: jax.Array) -> Params:
     return tuple(layers)
 
 
+def check_flat_params(spec: ModelSpec, theta, name: str = "the point") -> np.ndarray:
+    """``theta`` as a float64 numpy vector of shape ``(n_params,)`` (a copy).
+
+    Raises:
+      InputError naming ``name``: not numbers, another shape, or NaN/inf entries.
+    """
+    n = spec.n_params
+    try:
+        arr = np.array(theta, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a flat vector of {n} numbers.") from None
+    if arr.shape != (n,):
+        raise InputError(f"{name} must be a flat vector of {n} parameters (the model's), "
+                         f"got shape {arr.shape}.")
+    if not np.all(np.isfinite(arr)):
+        raise InputError(f"{name} contains NaN or inf.")
+    return arr
+
+
 def forward(spec: ModelSpec, params: Params, X: jax.Array) -> jax.Array:
     """Network output ``(m, d_y)`` for inputs ``X`` of shape ``(m, d_x)``."""
     act = ACTIVATIONS[spec.activation]

@@ -26,7 +26,7 @@ import numpy as np
 
 from compute._errors import InputError
 from compute._limits import MAX_GRID, MAX_SPAN, check_range
-from compute._models import ModelSpec
+from compute._models import ModelSpec, check_flat_params
 
 __all__ = [
     "BIAS_MODES",
@@ -88,7 +88,7 @@ def random_plane(spec: ModelSpec, theta, *, seed: int = 0, span: float = 1.0) ->
     coordinates are Euclidean distances in parameter space: ``span`` is the half-width of
     the drawn square in parameter units. With one parameter, ``direction2`` is zero.
     """
-    center = _check_point(spec, theta, "the center")
+    center = check_flat_params(spec, theta, "the center")
     span = _check_span(span)
     rng = np.random.default_rng(_check_seed(seed))
     d1 = rng.standard_normal(center.shape)
@@ -111,7 +111,7 @@ def filter_normalised_plane(spec: ModelSpec, theta, *, seed: int = 0, span: floa
     References:
       Li et al. 2018, "Visualizing the Loss Landscape of Neural Nets", arXiv:1712.09913, §4.
     """
-    center = _check_point(spec, theta, "the center")
+    center = check_flat_params(spec, theta, "the center")
     span = _check_span(span)
     bias = _check_bias_mode(bias)
     rng = np.random.default_rng(_check_seed(seed))
@@ -138,7 +138,7 @@ def layer_normalised_plane(spec: ModelSpec, theta, *, seed: int = 0, span: float
     ``b_k`` — is rescaled to that layer's norm in ``theta``, ``‖d_k‖ = ‖θ_k‖``. With
     ``bias="zero"`` the bias parts are zeroed and the ``W_k`` part is rescaled to ``‖θ[W_k]‖``.
     """
-    center = _check_point(spec, theta, "the center")
+    center = check_flat_params(spec, theta, "the center")
     span = _check_span(span)
     bias = _check_bias_mode(bias)
     rng = np.random.default_rng(_check_seed(seed))
@@ -236,14 +236,6 @@ def _as_flat(value, name: str) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         raise InputError(f"{name} contains NaN or inf.")
     return arr.copy()
-
-
-def _check_point(spec: ModelSpec, theta, name: str) -> np.ndarray:
-    arr = _as_flat(theta, name)
-    if arr.size != spec.n_params:
-        raise InputError(f"{name} has {arr.size} entries but the model has "
-                         f"{spec.n_params} parameters.")
-    return arr
 
 
 def _check_span(span) -> float:

@@ -258,19 +258,7 @@ def _parse_int(name: str, value: object) -> int | None:
     message = f"{name} must be a whole number from {low} to {high}{hint}, got {_short(value)}."
     if optional and (value is None or (isinstance(value, str) and not value.strip())):
         return None
-    try:
-        number = _as_number(value)
-    except _Bad:
-        raise _Bad(message) from None
-    if isinstance(number, float):
-        if not math.isfinite(number) or number != math.floor(number):
-            raise _Bad(message)
-        if abs(number) > 1e18:
-            raise _Bad(message)
-        number = int(number)
-    if not low <= number <= high:
-        raise _Bad(message)
-    return number
+    return _whole_number(value, low, high, message)
 
 
 def _parse_float(name: str, value: object) -> float | None:
@@ -335,20 +323,22 @@ def _parse_widths(value: object) -> list[int]:
         raise _Bad(message)
     if len(items) > LIMITS.MAX_DEPTH:
         raise _Bad(f"at most {LIMITS.MAX_DEPTH} hidden layers are allowed, got {len(items)}.")
-    widths = []
-    for item in items:
-        try:
-            number = _as_number(item)
-        except _Bad:
-            raise _Bad(message) from None
-        if isinstance(number, float):
-            if not math.isfinite(number) or number != math.floor(number) or abs(number) > 1e9:
-                raise _Bad(message)
-            number = int(number)
-        if not 1 <= number <= LIMITS.MAX_WIDTH:
+    return [_whole_number(item, 1, LIMITS.MAX_WIDTH, message) for item in items]
+
+
+def _whole_number(item: object, low: int, high: int, message: str) -> int:
+    """``item`` (a number or numeric text) as an int in [low, high]; ``_Bad(message)``."""
+    try:
+        number = _as_number(item)
+    except _Bad:
+        raise _Bad(message) from None
+    if isinstance(number, float):
+        if not math.isfinite(number) or number != math.floor(number) or abs(number) > 1e18:
             raise _Bad(message)
-        widths.append(number)
-    return widths
+        number = int(number)
+    if not low <= number <= high:
+        raise _Bad(message)
+    return number
 
 
 def _parse_dataset(value: object) -> str:
@@ -431,19 +421,7 @@ def parse_checkpoints(value: object) -> list[int]:
         return []
     if len(items) != 3:
         raise _Bad(message)
-    steps = []
-    for item in items:
-        try:
-            number = _as_number(item)
-        except _Bad:
-            raise _Bad(message) from None
-        if isinstance(number, float):
-            if not math.isfinite(number) or number != math.floor(number):
-                raise _Bad(message)
-            number = int(number)
-        if not 0 <= number <= LIMITS.MAX_STEPS:
-            raise _Bad(message)
-        steps.append(number)
+    steps = [_whole_number(item, 0, LIMITS.MAX_STEPS, message) for item in items]
     if len(set(steps)) != 3:
         raise _Bad(message)
     return steps
