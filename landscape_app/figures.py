@@ -728,9 +728,19 @@ def theory_rows(theory: Mapping[str, object]) -> list[tuple[str, str, str]]:
         rows.append(("gap", _fmt(theory["gap"]), "final loss − L*"))
     induced = theory.get("induced_model_loss", theory.get("induced"))
     if induced is not None:
-        rows.append(("induced model", _fmt(induced),
-                     "best loss of the model linear in its own gradient features; equals the "
-                     "loss at a critical point (Kawaguchi et al. 2019)"))
+        meaning = ("best loss of the model linear in its own gradient features; equals the "
+                   "loss at a critical point (Kawaguchi et al. 2019)")
+        final = theory.get("final_loss")
+        try:
+            below = float(final) - float(induced)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            below = 0.0
+        if below > 1e-6 * max(abs(float(final or 0.0)), 1e-12):  # type: ignore[arg-type]
+            # θ itself is a candidate of the induced model, so its value is never above the
+            # loss; it is below exactly when the gradient features still reduce the loss.
+            meaning += (f"; here {_fmt(below)} below the final loss: the end point is not "
+                        "exactly critical, the gradient features can still lower the loss")
+        rows.append(("induced model", _fmt(induced), meaning))
     levels = theory.get("baldi_hornik") or theory.get("baldi_hornik_levels")
     if levels is not None and len(levels):  # type: ignore[arg-type]
         shown = ", ".join(_fmt(v) for v in list(levels)[:6])  # type: ignore[arg-type]

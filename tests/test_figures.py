@@ -339,3 +339,13 @@ def test_standalone_html_embeds_plotly_and_every_figure(rng):
     assert page.count("Plotly.newPlot") == 2
     assert len(page) > 1_000_000  # plotly.js itself is inside
     assert "&lt;cuts&gt;" in page and "<cuts>" not in page
+
+
+def test_induced_model_below_the_loss_is_explained():
+    rows = dict((r[0], r[2]) for r in figures.theory_rows(
+        {"final_loss": 0.5, "induced_model_loss": 0.5 - 1e-10}))
+    assert "not exactly critical" not in rows["induced model"]
+    rows = dict((r[0], r[2]) for r in figures.theory_rows(
+        {"final_loss": 0.5, "induced_model_loss": 0.4}))
+    assert "0.1 below the final loss" in rows["induced model"]
+    assert "not exactly critical" in rows["induced model"]
