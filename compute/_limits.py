@@ -35,6 +35,9 @@ MAX_CONDITION = 1e12           # condition number of XᵀX accepted by the close
 MAX_PARAMS_INDEX_MAP = MAX_PARAMS_EXACT_HESSIAN // 8  # exact Hessian at every grid cell
 MAX_INDEX_MAP_WORK = 2e12      # cells × n² × (n + m): Hessians (∝ m n²) + eigensolves (∝ n³)
 MAX_INDEX_MAP_GRID = 101       # cells per side of a dashboard Morse-index map
+# cells × probes × steps × n × (m + steps) of a Lanczos-estimated index map (models above
+# MAX_PARAMS_INDEX_MAP): like MAX_INDEX_MAP_WORK, about 15–20 minutes on the 2-core CPU
+MAX_INDEX_MAP_LANCZOS_WORK = 7e11
 MAX_RACERS = 6                 # optimisers of one race
 MIN_PATH_IMAGES = 3            # images of a minimum-to-minimum band (ends included) …
 MAX_PATH_IMAGES = 129          # … and at most this many
