@@ -5,12 +5,18 @@ Hessian-vector product, usually); A must be symmetric. Everything is written wit
 ``jax.lax`` loops, so it jits and can be traced inside ``jax.lax.scan``.
 
 Lanczos here keeps every Lanczos vector and reorthogonalises each new one against all of
-them, twice ("twice is enough"), so the Ritz values do not ghost. When the Krylov space
-becomes invariant (``β_j`` ≈ 0: the start vector only touched ``j`` eigenvectors, e.g. a
-low-rank Hessian or steps > the number of distinct eigenvalues) the iteration *restarts*
-with a random vector orthogonal to all previous ones and records ``β_j = 0``; the
-tridiagonal matrix then splits into blocks whose eigenvalues are still exact eigenvalues
-of A, and further copies of repeated eigenvalues appear.
+them, a second time whenever the first pass removed more than 1 − 1/√2 of its norm
+(the Daniel–Gragg–Kaufman–Stewart test: "twice is enough"), so the Ritz values do not
+ghost. When the Krylov space becomes invariant (``β_j`` ≈ 0: the start vector only
+touched ``j`` eigenvectors, e.g. a low-rank Hessian or steps > the number of distinct
+eigenvalues) the iteration *restarts* with a random vector orthogonal to all previous
+ones and records ``β_j = 0``; the tridiagonal matrix then splits into blocks whose
+eigenvalues are still exact eigenvalues of A, and further copies of repeated eigenvalues
+appear.
+
+:func:`lanczos_extremes` runs a fixed number of steps; :func:`lanczos_extremes_converged`
+stops, inside one ``lax.while_loop``, as soon as the wanted Ritz values' error estimates
+meet a tolerance.
 
 References:
   Lanczos, "An iteration method for the solution of the eigenvalue problem of linear
@@ -18,7 +24,9 @@ References:
   §10.1 (4th ed.). Ghorbani, Krishnan & Xiao, "An Investigation into Neural Net
   Optimization via Hessian Eigenvalue Density", ICML 2019 (arXiv:1901.10159).
   Hutchinson, "A stochastic estimator of the trace of the influence matrix for Laplacian
-  smoothing splines" (1989).
+  smoothing splines" (1989). Daniel, Gragg, Kaufman & Stewart, "Reorthogonalization and
+  stable algorithms for updating the Gram–Schmidt QR factorization", Math. Comp. 30
+  (1976). Parlett, *The Symmetric Eigenvalue Problem* (1998), §11.7 (error bounds).
 """
 
 from __future__ import annotations
@@ -33,10 +41,12 @@ import numpy as np
 __all__ = [
     "LanczosState",
     "LanczosResult",
+    "LanczosConvergence",
     "lanczos_start",
     "lanczos_iterate",
     "tridiagonal_matrix",
     "lanczos_extremes",
+    "lanczos_extremes_converged",
     "slq_quadrature",
     "gaussian_density",
     "hutchinson_trace",
@@ -80,14 +90,40 @@ class LanczosResult(NamedTuple):
     beta: jax.Array
 
 
+class LanczosConvergence(NamedTuple):
+    """Ritz pairs at both ends after Lanczos ran until their error estimates were small.
+
+    ``eigenvalues`` (2k,): the k smallest then the k largest Ritz values, ascending;
+    ``eigenvectors`` (n, 2k): the Ritz vectors as columns; ``residuals`` (2k,): the bounds
+    ``‖A y − θ y‖ = |β_s s_{s,i}|``; ``errors`` (2k,): the eigenvalue error estimates
+    ``min(r, r²/gap)`` (gap: to the nearest other Ritz value); ``steps`` (): the Krylov
+    dimension s used; ``converged`` (): whether every error estimate met the tolerance;
+    ``alpha``/``beta`` (max_steps,): the tridiagonal T (zeros beyond ``steps``).
+    """
+
+    eigenvalues: jax.Array
+    eigenvectors: jax.Array
+    residuals: jax.Array
+    errors: jax.Array
+    steps: jax.Array
+    converged: jax.Array
+    alpha: jax.Array
+    beta: jax.Array
+
+
 _BLOCK = 32  # rows of the Lanczos basis touched per reorthogonalisation block
+_DGKS = 0.7071067811865476  # second pass when a pass leaves less than 1/√2 of the norm
 
 
 def _orthogonalise(basis: jax.Array, w: jax.Array, rows) -> jax.Array:
-    """``w`` minus its projection on the first ``rows`` rows of ``basis``, done twice.
+    """``w`` minus its projection on the first ``rows`` rows of ``basis``.
 
-    Block modified Gram–Schmidt over blocks of ``_BLOCK`` rows, so the cost grows with the
-    rows in use, not with the allocated ``max_steps``; twice is enough (Kahan–Parlett).
+    Block classical Gram–Schmidt over blocks of ``_BLOCK`` rows, so the cost grows with the
+    rows in use, not with the allocated ``max_steps``. A second pass runs when the first
+    removed more than 1 − 1/√2 of ``‖w‖`` (Daniel, Gragg, Kaufman & Stewart 1976): then the
+    result is orthogonal to working precision ("twice is enough", Kahan–Parlett); a
+    Lanczos vector, already nearly orthogonal after the three-term recurrence, usually
+    needs one pass.
     """
     n_blocks = (rows + _BLOCK - 1) // _BLOCK
 
@@ -95,8 +131,12 @@ def _orthogonalise(basis: jax.Array, w: jax.Array, rows) -> jax.Array:
         V = jax.lax.dynamic_slice_in_dim(basis, b * _BLOCK, _BLOCK, axis=0)
         return w - V.T @ (V @ w)
 
-    w = jax.lax.fori_loop(0, n_blocks, block, w)
-    return jax.lax.fori_loop(0, n_blocks, block, w)
+    def one_pass(w):
+        return jax.lax.fori_loop(0, n_blocks, block, w)
+
+    before = jnp.linalg.norm(w)
+    w = one_pass(w)
+    return jax.lax.cond(jnp.linalg.norm(w) < _DGKS * before, one_pass, lambda w: w, w)
 
 
 def _host_gaussian(n: int, seed: int = 0) -> np.ndarray:
@@ -193,6 +233,137 @@ def lanczos_extremes(matvec: MatVec, v0: jax.Array, *, k: int, steps: int) -> La
     vectors = state.basis[:steps].T @ S[:, idx]
     residuals = jnp.abs(state.beta[steps - 1] * S[steps - 1, idx])
     return LanczosResult(theta[idx], vectors, residuals, state.alpha, state.beta)
+
+
+def lanczos_extremes_converged(matvec: MatVec, v0: jax.Array, *, k: int, max_steps: int,
+                               tol: float = 1e-10, rtol: float = 0.0, check_every: int = 5,
+                               first_check: int | None = None) -> LanczosConvergence:
+    """The k smallest and k largest Ritz pairs, Lanczos stopping once they have converged.
+
+    One jittable ``lax.while_loop``: after ``first_check`` steps (default ``max(2k, 10)``)
+    and then every ``check_every`` steps it diagonalises T (padded to ``max_steps``, so the
+    shapes are static) and stops when every wanted Ritz value's error estimate
+    ``e_i = min(r_i, r_i²/gap_i)`` satisfies ``e_i ≤ max(tol · ‖A‖, rtol · |θ_i|)``
+    (r_i the residual bound, gap_i the distance to the nearest other Ritz value; ‖A‖
+    estimated by ``max(|θ|, |α_j|, β_j)``), or after ``max_steps`` steps. No host round trip.
+
+    Args:
+      matvec: ``v -> A v`` for a symmetric A (n × n).
+      v0: start vector (n,), any norm > 0.
+      k: pairs wanted at each end (static).
+      max_steps: largest Krylov dimension (static), ``2k ≤ max_steps ≤ n``; the memory
+        is ``max_steps × n``.
+      tol, rtol: stopping tolerances, relative to ‖A‖ and to each |θ_i|.
+      check_every: steps between convergence checks (static; a check costs
+        O(max_steps²): the eigenvalues of the padded T by bisection, the 2k wanted
+        eigenvectors by inverse iteration, no dense ``eigh``).
+      first_check: steps before the first check (static).
+
+    Returns:
+      :class:`LanczosConvergence`. ``errors`` bound the eigenvalue errors when the Ritz
+      values are isolated (Parlett, *The Symmetric Eigenvalue Problem*, §11.7); ``residuals``
+      always bound the distance to some eigenvalue.
+    """
+    n = v0.shape[0]
+    if not 2 * k <= max_steps <= n:
+        raise ValueError(f"need 2k <= max_steps <= n, got k={k}, max_steps={max_steps}, n={n}")
+    if check_every < 1:
+        raise ValueError(f"check_every must be at least 1, got {check_every}")
+    first = min(max_steps, max(2 * k, 10) if first_check is None else max(2 * k, first_check))
+    starts = jnp.asarray(_host_gaussian(max_steps * 2 * k, 2).reshape(2 * k, max_steps),
+                         v0.dtype)
+
+    def check(state: LanczosState, steps):
+        theta, idx, X = _extreme_ritz_pairs(state.alpha, state.beta, steps, k, starts)
+        values = theta[idx]
+        residuals = jnp.abs(state.beta[steps - 1] * X[:, steps - 1])
+        rows = jnp.arange(max_steps)
+        others = jnp.abs(values[:, None] - theta[None, :])
+        others = jnp.where((rows[None, :] < steps) & (rows[None, :] != idx[:, None]), others,
+                           jnp.inf)
+        gap = jnp.min(others, axis=1)
+        errors = jnp.minimum(residuals, jnp.where(gap > 0, residuals**2 / gap, jnp.inf))
+        scale = jnp.maximum(jnp.max(jnp.abs(values)), state.scale)
+        finite = jnp.all(jnp.isfinite(state.alpha)) & jnp.all(jnp.isfinite(state.beta))
+        done = jnp.all(errors <= jnp.maximum(tol * scale, rtol * jnp.abs(values)))
+        return (values, X, residuals, errors), done, ~finite
+
+    state = lanczos_iterate(matvec, lanczos_start(v0, max_steps), 0, first)
+    ritz, done, broken = check(state, first)
+
+    def cond(carry):
+        _, steps, _, done, broken = carry
+        return (steps < max_steps) & ~done & ~broken
+
+    def body(carry):
+        state, steps, _, _, _ = carry
+        stop = jnp.minimum(steps + check_every, max_steps)
+        state = lanczos_iterate(matvec, state, steps, stop)
+        return (state, stop, *check(state, stop))
+
+    carry = (state, jnp.asarray(first), ritz, done, broken)
+    state, steps, ritz, done, _ = jax.lax.while_loop(cond, body, carry)
+    values, X, residuals, errors = ritz
+    vectors = state.basis[:max_steps].T @ X.T
+    return LanczosConvergence(values, vectors, residuals, errors, steps, done,
+                              state.alpha, state.beta)
+
+
+def _padded_tridiagonal(alpha: jax.Array, beta: jax.Array, steps):
+    """``T_steps`` padded to ``len(alpha)`` by a decoupled diagonal above its spectrum.
+
+    Returns ``(a, b)``: diagonal and couplings (b[i] couples rows i and i + 1); the
+    padding rows hold ``2‖T‖₁ + 1`` (Gershgorin) and zero couplings, so T_steps'
+    eigenvalues are the ``steps`` smallest of the padded matrix.
+    """
+    rows = jnp.arange(alpha.shape[0])
+    a = jnp.where(rows < steps, alpha, 0.0)
+    b = jnp.where(rows < steps - 1, beta, 0.0)
+    bound = jnp.max(jnp.abs(a)) + 2.0 * jnp.max(jnp.abs(b))
+    return jnp.where(rows < steps, a, 2.0 * bound + 1.0), b
+
+
+def _extreme_ritz_pairs(alpha, beta, steps, k: int, starts):
+    """The k smallest and k largest eigenpairs of T_steps, without LAPACK's ``syevd``.
+
+    Eigenvalues by bisection (``jax.scipy.linalg.eigh_tridiagonal``), eigenvectors by two
+    steps of inverse iteration from ``starts`` (2k, max_steps) with the vectors of
+    eigenvalues closer than √ε‖T‖ orthogonalised against each other (as LAPACK's
+    ``stein``). Returns ``(theta, idx, vectors)``: every eigenvalue of the padded matrix
+    (max_steps,) ascending, the indices (2k,) of the wanted ones and their unit
+    eigenvectors (2k, max_steps), zero beyond ``steps``.
+
+    A dense ``eigh`` per check would call the multithreaded BLAS, which on a busy 2-core
+    machine can take 100× longer than this.
+    """
+    from jax.scipy.linalg import eigh_tridiagonal
+
+    a, b = _padded_tridiagonal(alpha, beta, steps)
+    theta = eigh_tridiagonal(a, b[:-1], eigvals_only=True)
+    idx = jnp.concatenate([jnp.arange(k), steps - k + jnp.arange(k)])
+    values = theta[idx]
+    size = a.shape[0]
+    used = jnp.arange(size) < steps
+    dl = jnp.concatenate([jnp.zeros(1, b.dtype), b[:-1]])
+    du = jnp.concatenate([b[:-1], jnp.zeros(1, b.dtype)])
+    eps = jnp.finfo(a.dtype).eps
+    norm = jnp.max(jnp.abs(a)) + 2.0 * jnp.max(jnp.abs(b))     # ≥ ‖T‖ (Gershgorin)
+    norm = jnp.where(norm > 0, norm, 1.0)                         # T = 0: any unit shift
+    close = jnp.abs(values[:, None] - values[None, :]) < jnp.sqrt(eps) * norm
+    shifted = a[None, :] - (values - 4 * eps * norm)[:, None]   # nonsingular, still close
+    X = jnp.where(used[None, :], starts, 0.0)
+    for _ in range(2):
+        X = jax.lax.linalg.tridiagonal_solve(
+            jnp.broadcast_to(dl, (2 * k, size)), shifted,
+            jnp.broadcast_to(du, (2 * k, size)), X[:, :, None], perturb_singular=True)[..., 0]
+        rows = []
+        for i in range(2 * k):           # Gram–Schmidt within clusters, then normalise
+            x = X[i]
+            for j, y in enumerate(rows):
+                x = x - jnp.where(close[i, j], jnp.vdot(y, x), 0.0) * y
+            rows.append(x / jnp.linalg.norm(x))
+        X = jnp.stack(rows)
+    return theta, idx, X
 
 
 def _rademacher(key: jax.Array, shape, dtype) -> jax.Array:

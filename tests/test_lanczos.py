@@ -12,6 +12,9 @@ from compute._lanczos import (
     gaussian_density,
     hutchinson_trace,
     lanczos_extremes,
+    lanczos_extremes_converged,
+    lanczos_iterate,
+    lanczos_start,
     slq_quadrature,
 )
 
@@ -120,3 +123,105 @@ def test_hutchinson_within_its_standard_error(rng):
 def test_lanczos_rejects_impossible_sizes():
     with pytest.raises(ValueError):
         lanczos_extremes(lambda v: v, jnp.ones(5), k=3, steps=5)
+
+
+def test_basis_stays_orthonormal_over_many_steps(rng):
+    # a spread-out spectrum makes plain Lanczos lose orthogonality within a few dozen steps;
+    # the reorthogonalisation (second pass only when needed) must keep VᵀV = I
+    lam = np.concatenate([np.geomspace(1e-3, 1e4, 150), -np.geomspace(1e-2, 1e2, 50)])
+    A = jnp.asarray(_symmetric(rng, lam))
+    state = jax.jit(lambda A, v: lanczos_iterate(lambda x: A @ x, lanczos_start(v, 160), 0,
+                                                 160))(A, jnp.asarray(rng.standard_normal(200)))
+    V = np.asarray(state.basis[:160])
+    assert np.max(np.abs(V @ V.T - np.eye(160))) < 1e-12
+
+
+@jax.jit
+def _converged(A, v0, shape, tol, rtol):
+    k, max_steps = shape.shape
+    return lanczos_extremes_converged(lambda x: A @ x, v0, k=k, max_steps=max_steps, tol=tol,
+                                      rtol=rtol, check_every=3)
+
+
+def _run_converged(A, k, max_steps, tol=1e-10, rtol=0.0, seed=0):
+    v0 = np.random.default_rng(seed).standard_normal(A.shape[0])
+    return _converged(jnp.asarray(A), jnp.asarray(v0), jnp.zeros((k, max_steps)), tol, rtol)
+
+
+def test_converged_extremes_meet_their_error_estimates(rng):
+    lam = np.concatenate([[-7.0, -5.5, -5.4, -4.0], rng.uniform(-2, 3, 292), [6.0, 8.0, 9.5,
+                                                                            9.6]])
+    A = _symmetric(rng, lam)
+    res = _run_converged(A, k=4, max_steps=200, tol=1e-10)
+    ref = np.sort(np.linalg.eigvalsh(A))
+    got = np.asarray(res.eigenvalues)
+    assert bool(res.converged) and 8 <= int(res.steps) < 200
+    errors = np.asarray(res.errors)
+    assert np.all(errors <= 1e-10 * 9.6)
+    np.testing.assert_array_less(np.abs(got - np.r_[ref[:4], ref[-4:]]), errors + 1e-13)
+    Y = np.asarray(res.eigenvectors)
+    actual = np.linalg.norm(A @ Y - Y * got, axis=0)
+    np.testing.assert_allclose(np.asarray(res.residuals), actual, atol=1e-9)
+    np.testing.assert_allclose(Y.T @ Y, np.eye(8), atol=1e-8)
+    # nothing was computed beyond the steps it took
+    steps = int(res.steps)
+    assert np.all(np.asarray(res.alpha)[steps:] == 0)
+
+
+def test_converged_relative_tolerance_is_per_eigenvalue(rng):
+    # eigenvalues of very different size at the two ends: rtol asks each for 1e-8 of itself
+    lam = np.concatenate([[-1e-3, -9e-4], rng.uniform(0.01, 0.5, 120), [40.0, 50.0]])
+    A = _symmetric(rng, lam)
+    res = _run_converged(A, k=2, max_steps=124, tol=0.0, rtol=1e-8)
+    got = np.asarray(res.eigenvalues)
+    assert bool(res.converged)
+    np.testing.assert_allclose(got, [-1e-3, -9e-4, 40.0, 50.0], rtol=1e-8)
+    assert np.all(np.asarray(res.errors) <= 1e-8 * np.abs(got))
+
+
+def test_converged_stops_at_max_steps_when_tolerance_is_unreachable(rng):
+    A = _symmetric(rng, rng.uniform(-1, 1, 80))
+    res = _run_converged(A, k=2, max_steps=20, tol=0.0)
+    assert not bool(res.converged) and int(res.steps) == 20
+    ref = np.sort(np.linalg.eigvalsh(A))
+    got = np.asarray(res.eigenvalues)
+    assert got[0] >= ref[0] - 1e-12 and got[-1] <= ref[-1] + 1e-12   # Ritz values: inner
+
+
+def test_converged_with_breakdown_and_repeated_eigenvalues(rng):
+    lam = np.repeat([-2.0, 1.0, 5.0], 10)
+    A = _symmetric(rng, lam)
+    res = _run_converged(A, k=6, max_steps=24)
+    got = np.asarray(res.eigenvalues)
+    assert bool(res.converged) and np.all(np.isfinite(got))
+    assert np.all(np.min(np.abs(got[:, None] - np.array([-2.0, 1.0, 5.0])), axis=1) < 1e-9)
+    Y = np.asarray(res.eigenvectors)
+    np.testing.assert_allclose(Y.T @ Y, np.eye(12), atol=1e-8)
+    np.testing.assert_allclose(A @ Y, Y * got, atol=1e-8)
+
+
+def test_converged_zero_operator():
+    res = _run_converged(np.zeros((10, 10)), k=2, max_steps=6)
+    np.testing.assert_array_equal(np.asarray(res.eigenvalues), 0.0)
+    assert bool(res.converged)
+    Y = np.asarray(res.eigenvectors)
+    np.testing.assert_allclose(Y.T @ Y, np.eye(4), atol=1e-12)
+
+
+def test_converged_rejects_impossible_sizes():
+    with pytest.raises(ValueError):
+        lanczos_extremes_converged(lambda v: v, jnp.ones(5), k=3, max_steps=5)
+    with pytest.raises(ValueError):
+        lanczos_extremes_converged(lambda v: v, jnp.ones(5), k=1, max_steps=4, check_every=0)
+
+
+def test_converged_traces_inside_scan(rng):
+    A = jnp.asarray(_symmetric(rng, np.linspace(-1, 2, 30)))
+    v0 = jnp.ones(30) / np.sqrt(30)
+
+    def step(carry, c):
+        res = lanczos_extremes_converged(lambda x: c * (A @ x), v0, k=1, max_steps=30)
+        return carry, res.eigenvalues
+
+    _, out = jax.lax.scan(step, 0.0, jnp.array([1.0, 2.0, -1.0]))
+    np.testing.assert_allclose(np.asarray(out), [[-1, 2], [-2, 4], [-2, 1]], atol=1e-9)

@@ -105,6 +105,51 @@ def test_cross_entropy_cells(rng, d_y):
                 alphas, betas, X, Y, surface, rng, rtol=1e-12)
 
 
+def _targets(rng, loss, m, d_y):
+    if loss == "squared":
+        return rng.standard_normal((m, d_y))
+    if d_y == 1:
+        return np.where(rng.random((m, 1)) < 0.5, -1.0, 1.0)
+    return np.eye(d_y)[rng.integers(0, d_y, m)]
+
+
+@pytest.mark.parametrize("activation,loss,d_y", [
+    ("relu", "squared", 3), ("relu", "cross_entropy", 1), ("relu", "cross_entropy", 4),
+    ("identity", "squared", 2), ("identity", "cross_entropy", 3)])
+def test_biases_as_offsets_with_large_biases(rng, activation, loss, d_y):
+    # ReLU/identity nets with biases carry each hidden bias as a per-unit offset
+    # (relu(v + t) = max(v, −t) + t); large biases put many units at the kink and make the
+    # offsets dominate the activations
+    spec, theta, X, _ = problem(rng, (3, 6, 5, 4, d_y), activation, True, m=37)
+    Y = _targets(rng, loss, 37, d_y)
+    offset = 0
+    for (rows, cols), b in spec.layer_shapes():
+        offset += rows * cols
+        theta[offset:offset + b] *= 40.0
+        offset += b
+    plane = random_plane(spec, theta, seed=3, span=1.0)
+    alphas, betas = np.linspace(-1, 1, 5), np.linspace(-0.5, 1.5, 4)
+    surface = loss_surface(spec, loss, plane.center, plane.direction1, plane.direction2,
+                           alphas, betas, X, Y, method="direct", dtype=np.float64)
+    check_cells(spec, loss, plane.center, plane.direction1, plane.direction2, alphas, betas,
+                X, Y, surface, rng, rtol=1e-11)
+
+
+@pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
+def test_masked_sample_chunks_with_offsets(rng, loss):
+    # a tiny budget splits the 301 samples into padded, masked chunks
+    spec, theta, X, _ = problem(rng, (3, 8, 8, 3), "relu", True, m=301)
+    Y = _targets(rng, loss, 301, 3)
+    plane = random_plane(spec, theta, seed=5, span=1.0)
+    alphas, betas = grid_coordinates(plane, 5)
+    _, n_chunks, _ = _chunk_plan(spec, 301, 25, 8, 2**16)
+    assert n_chunks > 1
+    surface = loss_surface(spec, loss, plane.center, plane.direction1, plane.direction2,
+                           alphas, betas, X, Y, dtype=np.float64, memory_budget=2**16)
+    check_cells(spec, loss, plane.center, plane.direction1, plane.direction2, alphas, betas,
+                X, Y, surface, rng, rtol=1e-12, cells=6)
+
+
 @pytest.mark.parametrize("hidden", [0, 1, 2, 3])
 def test_polynomial_equals_direct_for_deep_linear(rng, hidden):
     spec, theta, X, Y = problem(rng, (4, *([3] * hidden), 2), "identity", False, m=60)
