@@ -8,26 +8,11 @@ import pytest
 
 from compute import InputError, make_model, run_path
 from compute._conservation import balancedness, balancedness_drift
-
-
-def _blocks(theta, sizes, bias):
-    """(W_k, b_k) from THEORY.md's flat order, by hand."""
-    out, o = [], 0
-    for k in range(len(sizes) - 1):
-        rows, cols = sizes[k + 1], sizes[k]
-        W = theta[o:o + rows * cols].reshape(rows, cols)
-        o += rows * cols
-        b = None
-        if bias:
-            b = theta[o:o + rows]
-            o += rows
-        out.append((W, b))
-    assert o == theta.size
-    return out
+from tests.reference import np_layers
 
 
 def _by_hand(theta, sizes, bias, diagonal):
-    blocks = _blocks(theta, sizes, bias)
+    blocks = np_layers(theta, sizes, bias)
     mats = []
     for (W, b), (V, _) in zip(blocks[:-1], blocks[1:], strict=True):
         D = V.T @ V - W @ W.T - (np.outer(b, b) if bias else 0.0)
@@ -78,7 +63,7 @@ def test_gradient_descent_drift_is_first_order_in_the_step(kind, activation, bia
     drift_half, _ = _gd_drift(spec, X, Y, theta0, lr / 2, 2 * steps)
     assert drift / drift_half == pytest.approx(2.0, rel=0.1)
     # the weights moved: the layer Gram matrices W_k W_kᵀ changed by O(1)
-    before, after = _blocks(theta0, spec.layer_sizes, bias), _blocks(final, spec.layer_sizes,
+    before, after = np_layers(theta0, spec.layer_sizes, bias), np_layers(final, spec.layer_sizes,
                                                                       bias)
     moved = sum(np.linalg.norm(W1 @ W1.T - W0 @ W0.T)
                 for (W0, _), (W1, _) in zip(before[:-1], after[:-1], strict=True))
