@@ -41,3 +41,17 @@ def np_squared_loss(theta, sizes, X, Y, *, act="identity", bias=False):
     """(1/2m) Σ_i ‖f(x_i) − y_i‖²."""
     R = np_forward(theta, sizes, X, act=act, bias=bias) - Y
     return 0.5 * np.sum(R * R) / X.shape[0]
+
+
+def fd_hessian(fn, theta, h=1e-4):
+    """Central second differences of a scalar numpy function (symmetric):
+    H_ij ≈ [f(θ+hE_i+hE_j) − f(θ+hE_i−hE_j) − f(θ−hE_i+hE_j) + f(θ−hE_i−hE_j)] / 4h²."""
+    theta = np.asarray(theta, np.float64)
+    n = theta.size
+    E = np.eye(n) * h
+    H = np.empty((n, n))
+    for i in range(n):
+        for j in range(i, n):
+            H[i, j] = H[j, i] = (fn(theta + E[i] + E[j]) - fn(theta + E[i] - E[j])
+                                 - fn(theta - E[i] + E[j]) + fn(theta - E[i] - E[j])) / (4 * h * h)
+    return H

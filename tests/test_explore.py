@@ -15,25 +15,8 @@ from landscape_app import callbacks as cb  # noqa: E402
 from landscape_app import explore  # noqa: E402
 from landscape_app import settings as S  # noqa: E402
 from landscape_app.explore import balance, index_map  # noqa: E402
+from tests.reference import fd_hessian  # noqa: E402
 from tests.test_tasks import LINEAR, _data, _run, np_loss  # noqa: E402
-
-
-def _fd_hessian(fn, theta, h=1e-4):
-    """Central second differences of a numpy loss (symmetrised)."""
-    n = theta.size
-    E = np.eye(n) * h
-    H = np.empty((n, n))
-    f0 = fn(theta)
-    for i in range(n):
-        for j in range(i, n):
-            if i == j:
-                H[i, i] = (fn(theta + E[i]) - 2 * f0 + fn(theta - E[i])) / h ** 2
-            else:
-                H[i, j] = H[j, i] = (fn(theta + E[i] + E[j]) - fn(theta + E[i] - E[j])
-                                     - fn(theta - E[i] + E[j]) + fn(theta - E[i] - E[j])) \
-                    / (4 * h * h)
-    return H
-
 
 # --------------------------------------------------------------------------- index map
 
@@ -55,7 +38,7 @@ def test_index_map_task_matches_finite_difference_hessians_at_sampled_cells():
     for cell in rng.choice(25, size=6, replace=False):
         i, j = divmod(int(cell), 5)
         theta = p["center"] + p["alpha"][j] * p["direction1"] + p["beta"][i] * p["direction2"]
-        ev = np.linalg.eigvalsh(_fd_hessian(loss, theta))
+        ev = np.linalg.eigvalsh(fd_hessian(loss, theta))
         scale = np.abs(ev).max()
         if np.any((ev < -1e-7 * scale) & (ev > -1e-3 * scale)):
             continue  # too close to zero for a finite-difference count
@@ -125,7 +108,7 @@ def test_balancedness_task_drift_is_first_order_in_the_step_and_flat_modes_count
     sizes = [8, 3, 3, 4]
     path = _run("path", **s)
     theta = np.asarray(path["final"], np.float64)
-    ev = np.sort(np.abs(np.linalg.eigvalsh(_fd_hessian(
+    ev = np.sort(np.abs(np.linalg.eigvalsh(fd_hessian(
         lambda t: np_loss(t, sizes, ds.X, ds.Y), theta))))
     assert np.allclose(lam[-5:], ev[-5:], rtol=1e-4)
 

@@ -17,20 +17,10 @@ from landscape_app import callbacks as cb  # noqa: E402
 from landscape_app import explore  # noqa: E402
 from landscape_app import settings as S  # noqa: E402
 from landscape_app.explore import lanczos  # noqa: E402
+from tests.reference import fd_hessian  # noqa: E402
 from tests.test_tasks import LINEAR, _data, _run, np_loss  # noqa: E402
 
 SIZES = [8, 3, 4]  # linear_teacher 8 → 4 with LINEAR's one hidden layer of 3
-
-
-def _fd_hessian(fn, theta, h=1e-4):
-    n = theta.size
-    E = np.eye(n) * h
-    H = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            H[i, j] = H[j, i] = (fn(theta + E[i] + E[j]) - fn(theta + E[i] - E[j])
-                                 - fn(theta - E[i] + E[j]) + fn(theta - E[i] - E[j])) / (4 * h * h)
-    return H
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +29,7 @@ def task():
     p = _run("lanczos_diagnostics", **s)
     ds = _data(**s)
     theta = np.asarray(p["point"], np.float64)
-    H = _fd_hessian(lambda t: np_loss(t, SIZES, ds.X, ds.Y), theta)
+    H = fd_hessian(lambda t: np_loss(t, SIZES, ds.X, ds.Y), theta)
     return p, H
 
 

@@ -19,6 +19,7 @@ from compute._index_map import (
     lanczos_index_map_work,
     morse_index_map,
 )
+from tests.reference import fd_hessian
 
 
 def _numpy_loss(theta, X, Y, sizes, loss):
@@ -37,18 +38,6 @@ def _numpy_loss(theta, X, Y, sizes, loss):
     return np.mean(np.logaddexp(0.0, -Y * h))  # logistic loss, targets ±1
 
 
-def _fd_hessian(f, theta, h=1e-4):
-    """Central second differences of f: H_ij ≈ [f(++) − f(+−) − f(−+) + f(−−)] / 4h²."""
-    n = theta.size
-    E = np.eye(n) * h
-    H = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            H[i, j] = H[j, i] = (f(theta + E[i] + E[j]) - f(theta + E[i] - E[j])
-                                 - f(theta - E[i] + E[j]) + f(theta - E[i] - E[j])) / (4 * h * h)
-    return H
-
-
 @pytest.mark.parametrize("loss", ["squared", "cross_entropy"])
 def test_index_matches_finite_difference_hessian(loss):
     rng = np.random.default_rng(7)
@@ -65,7 +54,7 @@ def test_index_matches_finite_difference_hessian(loss):
     seen = set()
     for i, j in cells:
         theta = center + alphas[j] * d1 + betas[i] * d2
-        lam = np.linalg.eigvalsh(_fd_hessian(lambda t: _numpy_loss(t, X, Y, sizes, loss), theta))
+        lam = np.linalg.eigvalsh(fd_hessian(lambda t: _numpy_loss(t, X, Y, sizes, loss), theta))
         # generic points: no eigenvalue near the sign boundary, so the count is unambiguous
         assert np.min(np.abs(lam)) > 1e-4 * np.max(np.abs(lam))
         expected = int(np.sum(lam < 0))
@@ -219,7 +208,7 @@ def test_lanczos_with_a_full_krylov_space_is_hutchinson_of_the_exact_projector()
     for i in range(2):
         for j in range(3):
             theta = center + alphas[j] * d1 + betas[i] * d2
-            H = _fd_hessian(lambda t: _numpy_loss(t, X, Y, sizes, "squared"), theta)
+            H = fd_hessian(lambda t: _numpy_loss(t, X, Y, sizes, "squared"), theta)
             lam = np.linalg.eigvalsh(H)
             scale = np.max(np.abs(lam))
             tau = 1e-6 * scale
