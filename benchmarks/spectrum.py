@@ -23,12 +23,20 @@ Xavier-initialised point, 2000 samples of ``linear_teacher``):
     every product, as PyHessian's retained autograd graph shares them); both methods always
     use the same product, so the ratio compares the algorithms;
 (f) the product alone: seconds per Hessian-vector product in a chain (both forms), which
-    with the product counts gives the ratio a method can reach on this problem.
+    with the product counts gives the ratio a method can reach on this problem;
+(g) the product the tool uses for this model: the squared loss of a deep linear net depends
+    on the data only through ``[X Y]ᵀ[X Y]``, so ``compute.sufficient_data`` replaces the
+    2000 samples by d_x + d_y = 30 pseudo samples with the same loss (exact); the exact
+    Hessian, Lanczos (b) and the power iteration (c) again on those;
+(h) the ceiling at equal products: from 10 start vectors, the first Krylov dimension at
+    which all ten Ritz values are within 1e-6 of eigh's (an oracle stop that no method can
+    beat), against the products the power iteration used.
 
 Errors are ``max_i |λ_i − λ_i(eigh)| / |λ_i(eigh)|`` over the 10 eigenvalues.
 Compilation is excluded (one warm-up call each); the methods of (b), (c) and (e) are timed
 alternately over ``ROUNDS`` rounds and each figure is its best round.
 Goal (issue 3): (b) ≥ 5× faster than (c) and ≥ 1000× more accurate.
+(g) is what the dashboard and ``python -m compute spectrum`` run for deep linear nets.
 Run: ``.venv/bin/python benchmarks/spectrum.py``.
 """
 
@@ -54,7 +62,8 @@ from compute._hessian import (  # noqa: E402
     hessian_spectrum,
     hessian_vector_product,
 )
-from compute._lanczos import lanczos_extremes_converged  # noqa: E402
+from compute._lanczos import lanczos_extremes, lanczos_extremes_converged  # noqa: E402
+from compute._losses import sufficient_data  # noqa: E402
 
 SIZES = (20, 32, 32, 32, 10)
 M = 2000
@@ -63,6 +72,8 @@ ROUNDS = 5
 MAX_STEPS = 160           # room for the Krylov basis of lanczos_extremes_converged
 CHECK_EVERY = 5
 CHAIN = 50                # products in the chain of (f)
+ORACLE_STARTS = 10        # start vectors of (h)
+ORACLE_STEPS = 140
 
 
 def problem():
@@ -143,6 +154,27 @@ def relative_error(values, reference):
     return float(np.max(np.abs(np.sort(values) - reference) / np.abs(reference)))
 
 
+def oracle_steps(H: np.ndarray, reference: np.ndarray, rtol: float = 1e-6) -> list[int]:
+    """(h): per start vector, the least Krylov dimension whose 2K extreme Ritz values are
+    all within ``rtol`` (relative) of ``reference`` (Lanczos on the dense H, T_j by eigh)."""
+    n = H.shape[0]
+    Hj = jnp.asarray(H)
+    out = []
+    for seed in range(ORACLE_STARTS):
+        v0 = jnp.asarray(np.random.default_rng(100 + seed).standard_normal(n))
+        res = lanczos_extremes(lambda v: Hj @ v, v0, k=K, steps=ORACLE_STEPS)
+        a, b = np.asarray(res.alpha), np.asarray(res.beta)
+        for j in range(2 * K, ORACLE_STEPS + 1):
+            theta = np.linalg.eigvalsh(np.diag(a[:j]) + np.diag(b[:j - 1], 1)
+                                       + np.diag(b[:j - 1], -1))
+            if relative_error(np.r_[theta[:K], theta[-K:]], reference) < rtol:
+                out.append(j)
+                break
+        else:
+            out.append(ORACLE_STEPS + 1)
+    return out
+
+
 def main() -> None:
     spec, objective, theta, X, Y = problem()
     n = spec.n_params
@@ -162,10 +194,11 @@ def main() -> None:
           f"λ_min = {evals[0]:.6f}, λ_max = {evals[-1]:.6f}")
 
     v0 = jnp.asarray(np.random.default_rng(0).standard_normal(n))
+    Xs, Ys = sufficient_data(spec, "squared", X, Y)
 
-    def converged(tol, rtol, linearised=False):
+    def converged(tol, rtol, linearised=False, data=(X, Y)):
         def run():
-            res = lanczos_converged(objective, theta, X, Y, v0, linearised, tol, rtol)
+            res = lanczos_converged(objective, theta, *data, v0, linearised, tol, rtol)
             return np.asarray(res.eigenvalues), int(res.steps)
         return run
 
@@ -173,8 +206,8 @@ def main() -> None:
         s = hessian_spectrum(objective, theta, X, Y, method="lanczos", k=K, lanczos_tol=1e-7)
         return s.eigenvalues, s.lanczos_steps
 
-    def power(tol, max_iter, linearised=False):
-        return lambda: power_iteration(objective, theta, X, Y, k=K, tol=tol,
+    def power(tol, max_iter, linearised=False, data=(X, Y)):
+        return lambda: power_iteration(objective, theta, *data, k=K, tol=tol,
                                        max_iter=max_iter, linearised=linearised)
 
     methods = {
@@ -184,6 +217,8 @@ def main() -> None:
         "power tol 1e-3, ≤100 it.": power(1e-3, 100),
         "(e) lanczos rtol 1e-6, lin.": converged(0.0, 1e-6, True),
         "(e) power tol 1e-3, lin.": power(1e-3, 100, True),
+        "(g) lanczos rtol 1e-6, suff.": converged(0.0, 1e-6, data=(Xs, Ys)),
+        "(g) power tol 1e-3, suff.": power(1e-3, 100, data=(Xs, Ys)),
     }
     outputs = {name: run() for name, run in methods.items()}      # compile
     times = {name: [] for name in methods}
@@ -200,6 +235,14 @@ def main() -> None:
     print(f"{'method':30s} {'seconds':>8s} {'HVPs':>6s} {'max rel. error':>15s}")
     for name, (seconds, count, error) in rows.items():
         print(f"{name:30s} {seconds:8.3f} {count:6d} {error:15.2e}")
+
+    jax.block_until_ready(hessian_matrix(objective, theta, Xs, Ys))  # compile
+    start = time.perf_counter()
+    H_s = np.asarray(hessian_matrix(objective, theta, Xs, Ys))
+    t_form_s = time.perf_counter() - start
+    print(f"(g) exact on the {Xs.shape[0]} pseudo samples: Hessian {t_form_s:.2f} s "
+          f"(max |ΔH| {np.max(np.abs(H_s - H)):.1e} against the samples') + eigh "
+          f"{t_eigh:.2f} s")
 
     chain = {}
     for linearised in (False, True):
@@ -223,6 +266,16 @@ def main() -> None:
           f"product at most {base[1] / target[1]:.1f}× (measured {base[0] / target[0]:.1f}×: "
           f"lanczos {target[0] / (target[1] * chain[False]):.2f}× and power "
           f"{base[0] / (base[1] * chain[False]):.2f}× the time of their products alone)")
+    tool, tool_power = rows["(g) lanczos rtol 1e-6, suff."], rows["(g) power tol 1e-3, suff."]
+    print(f"(g) the tool (lanczos on the sufficient data) vs power (tol 1e-3) on the samples: "
+          f"{base[0] / tool[0]:.1f}× faster, {base[2] / max(tool[2], 1e-300):.1e}× more "
+          f"accurate; vs power (tol 1e-3) on the same sufficient data: "
+          f"{tool_power[0] / tool[0]:.2f}× (power error {tool_power[2]:.1e})")
+    oracle = oracle_steps(H, reference)
+    print(f"(h) oracle stop at 1e-6 over {ORACLE_STARTS} starts: {min(oracle)}–{max(oracle)} "
+          f"products (median {int(np.median(oracle))}); power used {base[1]}: at equal cost "
+          f"per product no Lanczos stop beats {base[1] / max(oracle):.1f}–"
+          f"{base[1] / min(oracle):.1f}×")
     slow_row = rows["power tol 1e-9, ≤1000 it."]
     print(f"power tol 1e-9 needs {slow_row[0] / target[0]:.1f}× the time of lanczos rtol 1e-6 "
           f"and reaches error {slow_row[2]:.1e}; load average after the run "

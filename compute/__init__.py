@@ -11,7 +11,8 @@ configure_jax()
 
 from compute._errors import InputError  # noqa: E402
 from compute._losses import (  # noqa: E402
-    LOSSES, cross_entropy_loss, flat_objective, loss_function, model_loss, squared_loss)
+    LOSSES, cross_entropy_loss, flat_objective, loss_function, model_loss, squared_loss,
+    sufficient_data)
 from compute._models import (  # noqa: E402
     ACTIVATIONS, INITIALISERS, MODEL_KINDS, ModelSpec, check_flat_params, flatten_params,
     forward, init_params, make_model, params_from_arrays, params_to_arrays, spec_from_arrays,

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     from compute._critical import _value_and_grad, classify_critical_point
     from compute._hessian import NON_FINITE_MESSAGE, hessian_spectrum
-    from compute._losses import flat_objective
+    from compute._losses import flat_objective, sufficient_data
     from compute._models import flatten_params
     from compute._saddle import find_critical_point
     from compute._theory import deep_linear_global_minimum, flat_predictor, induced_model_loss
@@ -81,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     spec, dtype = problem.spec, problem.dtype
     objective = flat_objective(spec, problem.loss)
     theta = flatten_params(problem.params).astype(dtype)
-    X, Y = problem.X, problem.Y
+    # Curvature needs only the data's sufficient statistics for a deep linear net (d_x + d_y
+    # rows, exact); the induced-model value keeps the samples.
+    X, Y = sufficient_data(spec, problem.loss, problem.X, problem.Y)
     n = spec.n_params
     method = args.method
     if method == "auto":
@@ -124,8 +126,9 @@ def run(args: argparse.Namespace) -> int:
                                     eig_tol=args.eig_tol, spec=spec, seed=args.seed,
                                     dtype=dtype)
     induced = None
-    if problem.loss == "squared" and Y.size * n <= _MAX_INDUCED_ENTRIES:
-        induced = induced_model_loss(flat_predictor(spec), theta, X, Y, dtype=dtype)
+    if problem.loss == "squared" and problem.Y.size * n <= _MAX_INDUCED_ENTRIES:
+        induced = induced_model_loss(flat_predictor(spec), theta, problem.X, problem.Y,
+                                     dtype=dtype)
 
     payload = {
         "eigenvalues": spectrum.eigenvalues,

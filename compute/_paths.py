@@ -48,7 +48,7 @@ from compute._limits import (
     MAX_STEPS,
     MEMORY_BUDGET_BYTES,
 )
-from compute._losses import flat_objective
+from compute._losses import flat_objective, sufficient_data
 from compute._models import ModelSpec, flatten_params, init_params
 from compute._optimisers import check_path_options, make_optimizer
 
@@ -227,6 +227,8 @@ def run_path(spec: ModelSpec, loss: str, theta0, X, Y, *, optimizer: str = "gd",
     n, m = theta0.shape[0], X.shape[0]
     batch = check_path_options(optimizer=optimizer, lr=lr, steps=steps, batch=batch,
                                n_samples=m, momentum=momentum, noise=noise)
+    if batch is None:  # full batch: a deep linear net needs only d_x + d_y rows (exact)
+        X, Y = sufficient_data(spec, loss, X, Y)
     steps = int(steps)
     stride = _weight_stride(weight_stride, steps, n, theta0.dtype.itemsize)
     every, method, krylov = _lambda_options(lambda_every, lambda_method, lanczos_steps, n)
@@ -302,6 +304,8 @@ def many_starts(spec: ModelSpec, loss: str, X, Y, *, n_starts: int, init: str = 
     _, X, Y = _check_problem(spec, thetas[0], X, Y)
     batch = check_path_options(optimizer=optimizer, lr=lr, steps=steps, batch=batch,
                                n_samples=X.shape[0], momentum=momentum, noise=noise)
+    if batch is None:
+        X, Y = sufficient_data(spec, loss, X, Y)
     steps = int(steps)
     _check_many_starts_memory(spec, n_starts, X.shape[0], X.dtype.itemsize)
     loss_stride = max(1, -(-steps // curve_points))

@@ -28,6 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +45,7 @@ from compute._limits import (
     MAX_WEIGHT_ROWS,
     MEMORY_BUDGET_BYTES,
 )
-from compute._losses import flat_objective
+from compute._losses import flat_objective, sufficient_data
 from compute._models import flatten_params, init_params, make_model
 from landscape_app.settings import (
     canonical_key,
@@ -77,6 +78,13 @@ class Problem:
     theta0: jax.Array         # (n,) flat initial parameters
     dtype: object
     objective: Callable       # objective(theta, X, Y) -> scalar
+
+    @cached_property
+    def curvature_data(self) -> tuple[jax.Array, jax.Array]:
+        """``(X, Y)`` for full-batch loss, gradient and curvature: for a deep linear net with
+        the squared loss, d_x + d_y rows with the same loss as all m samples (exact,
+        :func:`compute.sufficient_data`), so Hessians cost the same for any m; else X, Y."""
+        return sufficient_data(self.spec, self.loss, self.X, self.Y)
 
     def loss_at(self, theta) -> float:
         return float(self.objective(jnp.asarray(theta, self.dtype), self.X, self.Y))
@@ -399,7 +407,7 @@ def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dic
         from compute._hessian import hessian_plane_directions
 
         progress(0.5, "Hessian eigenvectors")
-        d1, d2 = hessian_plane_directions(problem.objective, center, problem.X, problem.Y,
+        d1, d2 = hessian_plane_directions(problem.objective, center, *problem.curvature_data,
                                           which="min_max", method=s["spectrum_method"],
                                           seed=s["seed"])
         d1, d2 = _f64(d1), _f64(d2)
@@ -474,7 +482,7 @@ def _action_plane(s: Mapping, problem: Problem, path, progress: ProgressFn):
         raise InputError("the path's slowest point is its end point, so there is no way from a "
                          "saddle to a minimum to show; train longer or pick another plane.")
     progress(0.5, "Hessian at the saddle")
-    found = action_plane(problem.spec, problem.loss, final, saddle, problem.X, problem.Y,
+    found = action_plane(problem.spec, problem.loss, final, saddle, *problem.curvature_data,
                          method=s["spectrum_method"], seed=s["seed"])
     plane = found.plane
     return (_f64(plane.center), _f64(plane.direction1), _f64(plane.direction2),
@@ -618,7 +626,7 @@ def _classify(s: Mapping, problem: Problem, theta: np.ndarray, spectrum=None):
     """``compute.classify_critical_point`` at θ (float64), with L* when it is known."""
     from compute._critical import classify_critical_point
 
-    return classify_critical_point(problem.objective, theta, problem.X, problem.Y,
+    return classify_critical_point(problem.objective, theta, *problem.curvature_data,
                                    spectrum=spectrum, global_min=_global_min(s, problem),
                                    spec=problem.spec, method=s["spectrum_method"], k=s["k"],
                                    seed=s["seed"])
@@ -658,7 +666,7 @@ def spectrum_task(s: Mapping, progress: ProgressFn) -> dict:
     problem = build_problem(s)
     theta, step, _ = _selected_point(s, problem, progress, 0.4)
     progress(0.5, "Hessian spectrum")
-    spectrum = hessian_spectrum(problem.objective, theta, problem.X, problem.Y,
+    spectrum = hessian_spectrum(problem.objective, theta, *problem.curvature_data,
                                 method=s["spectrum_method"], k=s["k"], density=True,
                                 seed=s["seed"])
     progress(0.9, "classifying")
@@ -689,7 +697,7 @@ def critical_point_task(s: Mapping, progress: ProgressFn) -> dict:
     theta, step, _ = _selected_point(s, problem, progress, 0.4)
     progress(0.5, "searching for a critical point")
     global_min = _global_min(s, problem)
-    point, search = find_critical_point(problem.objective, theta, problem.X, problem.Y,
+    point, search = find_critical_point(problem.objective, theta, *problem.curvature_data,
                                         spec=problem.spec, global_min=global_min)
     point = _f64(point)
     progress(0.9, "classifying")

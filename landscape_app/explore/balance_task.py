@@ -54,7 +54,7 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
         if not np.all(np.isfinite(theta)):
             raise InputError("the path diverged, so its end point has no spectrum; lower the "
                              "step size.")
-        spectrum = hessian_spectrum(problem.objective, theta, problem.X, problem.Y,
+        spectrum = hessian_spectrum(problem.objective, theta, *problem.curvature_data,
                                     method="exact")
         lam = np.asarray(spectrum.eigenvalues, np.float64)
         vecs = np.asarray(spectrum.eigenvectors, np.float64)

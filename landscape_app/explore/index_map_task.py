@@ -43,7 +43,7 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     progress(0.4, f"{n}×{n} Hessians" if exact else
              f"{n}×{n} cells × {LANCZOS_PROBES} Lanczos probes of {steps} steps")
     out = morse_index_map(problem.spec, problem.loss, plane["center"], plane["d1"],
-                          plane["d2"], alphas, betas, problem.X, problem.Y, method="auto",
+                          plane["d2"], alphas, betas, *problem.curvature_data, method="auto",
                           lanczos_steps=steps, probes=LANCZOS_PROBES)
     marks, _ = _marks(plane, problem, path)
     payload = {

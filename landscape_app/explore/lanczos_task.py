@@ -51,10 +51,11 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     k = int(s["k"])
     steps = min(n, max(RITZ_STEPS, 4 * k))
     progress(0.35, f"{steps} Lanczos steps")
-    history = lanczos_ritz_history(problem.objective, theta, problem.X, problem.Y,
+    X, Y = problem.curvature_data
+    history = lanczos_ritz_history(problem.objective, theta, X, Y,
                                    steps=steps, k=k, seed=s["seed"], tol=RITZ_TOL)
     progress(0.55, f"{s['probes']} SLQ probes")
-    spread = slq_probe_spread(problem.objective, theta, problem.X, problem.Y,
+    spread = slq_probe_spread(problem.objective, theta, X, Y,
                               probes=s["probes"], steps=SLQ_STEPS, seed=s["seed"],
                               grid=DENSITY_GRID)
     payload = {
@@ -72,8 +73,7 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     }
     if n <= MAX_PARAMS_EXACT:
         progress(0.85, "exact eigenvalues for reference")
-        H = np.asarray(hessian_matrix(problem.objective, theta, problem.X, problem.Y),
-                       np.float64)
+        H = np.asarray(hessian_matrix(problem.objective, theta, X, Y), np.float64)
         lam = np.linalg.eigvalsh(H)
         _, exact = gaussian_density(lam, np.full(n, 1.0 / n), sigma=spread.sigma,
                                     grid=spread.grid)

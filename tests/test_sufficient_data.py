@@ -1,0 +1,81 @@
+"""``compute.sufficient_data``: the d_x + d_y pseudo samples of a deep linear net's squared
+loss, checked against numpy on all m samples (tests/reference.py), never against JAX on
+the raw data."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from compute._hessian import hessian_matrix
+from compute._losses import flat_objective, sufficient_data
+from compute._models import make_model
+from tests.reference import fd_hessian, np_squared_loss
+
+SIZES = (4, 3, 3, 2)          # two hidden layers: 12 + 9 + 6 = 27 parameters
+M = 300
+
+
+def _problem(seed=0, m=M):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, SIZES[0]))
+    Y = X @ rng.standard_normal((SIZES[0], SIZES[-1])) + 0.3 * rng.standard_normal((m, 2))
+    spec = make_model("linear", SIZES[0], SIZES[-1], SIZES[1:-1])
+    theta = rng.standard_normal(spec.n_params) * 0.7
+    return spec, theta, X, Y
+
+
+def _np_loss(X, Y):
+    return lambda t: np_squared_loss(t, SIZES, X, Y)
+
+
+def test_rows_and_dtype():
+    spec, _, X, Y = _problem()
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X, jnp.float32),
+                             jnp.asarray(Y, jnp.float32))
+    assert Xs.shape == (SIZES[0] + SIZES[-1], SIZES[0])
+    assert Ys.shape == (SIZES[0] + SIZES[-1], SIZES[-1])
+    assert Xs.dtype == Ys.dtype == jnp.float32
+
+
+def test_loss_equals_the_loss_on_every_sample():
+    spec, theta, X, Y = _problem()
+    objective = flat_objective(spec, "squared")
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X), jnp.asarray(Y))
+    for scale in (0.0, 0.3, 1.0, 3.0):         # origin, near it, and far out
+        expected = np_squared_loss(scale * theta, SIZES, X, Y)
+        got = float(objective(jnp.asarray(scale * theta), Xs, Ys))
+        assert got == pytest.approx(expected, rel=1e-12, abs=1e-14)
+
+
+def test_gradient_matches_finite_differences_on_every_sample():
+    spec, theta, X, Y = _problem(1)
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X), jnp.asarray(Y))
+    grad = np.asarray(jax.grad(flat_objective(spec, "squared"))(jnp.asarray(theta), Xs, Ys))
+    f, h = _np_loss(X, Y), 1e-6
+    E = np.eye(theta.size) * h
+    fd = np.array([(f(theta + e) - f(theta - e)) / (2 * h) for e in E])
+    np.testing.assert_allclose(grad, fd, rtol=1e-7, atol=1e-8)
+
+
+def test_hessian_matches_finite_differences_on_every_sample():
+    spec, theta, X, Y = _problem(2)
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X), jnp.asarray(Y))
+    H = np.asarray(hessian_matrix(flat_objective(spec, "squared"), jnp.asarray(theta), Xs, Ys))
+    reference = fd_hessian(_np_loss(X, Y), theta)
+    np.testing.assert_allclose(H, reference, atol=2e-6 * np.abs(reference).max())
+
+
+@pytest.mark.parametrize("kind,loss,m", [
+    ("mlp", "squared", M),              # a nonlinear net: no finite statistic
+    ("linear", "cross_entropy", M),     # not a quadratic in the outputs
+    ("linear", "squared", 6),           # m ≤ d_x + d_y: nothing to save
+])
+def test_returns_the_data_itself_when_it_does_not_apply(kind, loss, m):
+    _, _, X, Y = _problem(3, m)
+    spec = make_model(kind, SIZES[0], SIZES[-1], SIZES[1:-1])
+    X, Y = jnp.asarray(X), jnp.asarray(Y)
+    Xs, Ys = sufficient_data(spec, loss, X, Y)
+    assert Xs is X and Ys is Y
