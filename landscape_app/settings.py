@@ -371,16 +371,19 @@ def _parse_field(name: str, value: object):
     raise AssertionError(name)  # pragma: no cover - DEFAULTS and the parsers disagree
 
 
-def parse_racers(value: object) -> list[tuple[str, float]]:
-    """``[(optimiser, step size), …]`` from text like ``"gd 0.05, adam 0.01"``.
+def parse_racers(value: object) -> list[tuple[str, float, float | None]]:
+    """``[(optimiser, step size, momentum or None), …]`` from text like
+    ``"gd 0.05, momentum 0.02 0.99, adam 0.01"``.
 
-    Entries are separated by commas or semicolons; each is an optimiser name and a step size
-    (separated by a space, ``:`` or ``=``). 1 to ``MAX_RACERS`` entries.
+    Entries are separated by commas or semicolons; each is an optimiser name, a step size
+    and, for ``momentum`` / ``nesterov`` only, an optional momentum β in [0, 1) (None: the
+    settings' momentum), separated by spaces, ``:`` or ``=``. 1 to ``MAX_RACERS`` entries.
     """
     names = _CHOICES["optimizer"]
     message = (f"race must list 1 to {LIMITS.MAX_RACERS} racers as 'optimiser step size', "
-               f"comma-separated (optimisers: {', '.join(names)}; e.g. gd 0.05, adam 0.01), "
-               f"got {_short(value)}.")
+               f"comma-separated, with a momentum after a momentum or nesterov racer's step "
+               f"size if it differs from the setting (optimisers: {', '.join(names)}; e.g. "
+               f"gd 0.05, momentum 0.02 0.99, adam 0.01), got {_short(value)}.")
     if not isinstance(value, str) or len(value) > MAX_TEXT:
         raise _Bad(message)
     entries = [e.strip() for e in re.split(r"[,;]", value) if e.strip()]
@@ -389,22 +392,28 @@ def parse_racers(value: object) -> list[tuple[str, float]]:
     racers = []
     for entry in entries:
         parts = [t for t in re.split(r"[\s:=]+", entry) if t]
-        if len(parts) != 2 or parts[0].lower() not in names:
+        name = parts[0].lower() if parts else ""
+        heavy = name in ("momentum", "nesterov")
+        if name not in names or not 2 <= len(parts) <= (3 if heavy else 2):
             raise _Bad(message)
         try:
-            lr = float(_as_number(parts[1]))
+            lr, *beta = (float(_as_number(p)) for p in parts[1:])
         except (_Bad, OverflowError):
             raise _Bad(message) from None
         if not (math.isfinite(lr) and 0 < lr <= MAX_LR):
             raise _Bad(f"each racer's step size must be greater than 0 and at most {MAX_LR:g}, "
                        f"got {parts[1][:20]!r}.")
-        racers.append((parts[0].lower(), lr))
+        if beta and not (math.isfinite(beta[0]) and 0 <= beta[0] < 1):
+            raise _Bad(f"a racer's momentum must be at least 0 and below 1, "
+                       f"got {parts[2][:20]!r}.")
+        racers.append((name, lr, beta[0] if beta else None))
     return racers
 
 
-def format_racers(racers: list[tuple[str, float]]) -> str:
+def format_racers(racers: list[tuple[str, float, float | None]]) -> str:
     """The canonical text of :func:`parse_racers`' result (what the URL and keys hold)."""
-    return ", ".join(f"{name} {lr!r}" for name, lr in racers)
+    return ", ".join(f"{name} {lr!r}" + ("" if beta is None else f" {beta!r}")
+                     for name, lr, beta in racers)
 
 
 def parse_checkpoints(value: object) -> list[int]:

@@ -229,10 +229,15 @@ def test_exports_include_the_view_and_the_mesh(monkeypatch):
 
 
 def test_race_and_checkpoints_settings_parse_round_trip_and_refuse_bad_text():
-    clean, errors = S.validate_settings({"race": "GD 0.05; adam:1e-2 , momentum=0.1"})
+    clean, errors = S.validate_settings({"race": "GD 0.05; adam:1e-2 , momentum=0.1, "
+                                                 "Nesterov 0.1 0.5, momentum 0.1:0"})
     assert errors == {}
-    assert S.parse_racers(clean["race"]) == [("gd", 0.05), ("adam", 0.01), ("momentum", 0.1)]
+    assert S.parse_racers(clean["race"]) == [("gd", 0.05, None), ("adam", 0.01, None),
+                                             ("momentum", 0.1, None), ("nesterov", 0.1, 0.5),
+                                             ("momentum", 0.1, 0.0)]
     for bad in ("", "gd", "gd 0", "gd nan", "rmsprop 0.1", "gd 0.1 0.2", 42, ["gd 0.1"],
+                "adam 0.01 0.9", "momentum 0.1 1", "momentum 0.1 -0.1", "momentum 0.1 nan",
+                "momentum 0.1 0.5 0.5",
                 ", ".join(["gd 0.1"] * 7), "gd " + "9" * 300):
         clean, errors = S.validate_settings({"race": bad})
         assert "race" in errors and clean["race"] == S.DEFAULTS["race"], bad

@@ -22,7 +22,8 @@ from landscape_app.explore import race  # noqa: E402
 from tests.test_tasks import LINEAR, _data, _run, np_loss  # noqa: E402
 
 D_X, D_1, D_Y = 8, 3, 4   # linear_teacher with LINEAR's one hidden layer of 3
-RACE = dict(LINEAR, init_scale=0.05, steps=300, race="gd 0.05, momentum 0.02")
+RACE = dict(LINEAR, init_scale=0.05, steps=300,
+            race="gd 0.05, momentum 0.02, momentum 0.02 0.5")  # the last with its own β
 
 
 def numpy_race(theta0, X, Y, optimizer, lr, steps, momentum):
@@ -50,21 +51,24 @@ def raced():
     payload = _run("race", **RACE)
     init = _run("path", **RACE)["init"]
     ds = _data(**RACE)
-    refs = [numpy_race(init, ds.X, ds.Y, name, lr, RACE["steps"], S.DEFAULTS["momentum"])
-            for name, lr in (("gd", 0.05), ("momentum", 0.02))]
+    beta = S.DEFAULTS["momentum"]
+    refs = [numpy_race(init, ds.X, ds.Y, name, lr, RACE["steps"], b)
+            for name, lr, b in (("gd", 0.05, beta), ("momentum", 0.02, beta),
+                                ("momentum", 0.02, 0.5))]
     return payload, init, ds, refs
 
 
 @pytest.mark.slow  # two optimisers' scans and the plane's surface (~6 s cold)
 def test_racers_follow_numpy_optimisers_from_the_settings_start(raced):
     p, init, ds, refs = raced
-    assert p["labels"] == ["gd η=0.05", f"momentum η=0.02 β={S.DEFAULTS['momentum']:g}"]
+    assert p["labels"] == ["gd η=0.05", f"momentum η=0.02 β={S.DEFAULTS['momentum']:g}",
+                           "momentum η=0.02 β=0.5"]
     curve = np.asarray(p["curve_steps"])
     for k, (ref_loss, _) in enumerate(refs):
         np.testing.assert_allclose(p["loss"][k], ref_loss[curve], rtol=1e-8)
         assert p["loss"][k][0] == pytest.approx(np_loss(init, [D_X, D_1, D_Y], ds.X, ds.Y),
                                                 rel=1e-12)
-    np.testing.assert_array_equal(p["diverged_at"], [-1, -1])
+    np.testing.assert_array_equal(p["diverged_at"], [-1, -1, -1])
 
 
 @pytest.mark.slow
@@ -102,6 +106,7 @@ def test_escape_steps_are_where_the_numpy_loss_leaves_for_good(raced):
         assert e is not None and e > 0
         assert np.all(ref_loss[e:] < level) and ref_loss[e - 1] >= level
     assert p["escape_step"][1] < p["escape_step"][0]   # momentum leaves the plateau first
+    assert p["escape_step"][1] < p["escape_step"][2]   # and sooner with β = 0.9 than 0.5
 
 
 def test_bad_races_are_messages(monkeypatch):

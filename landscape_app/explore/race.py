@@ -318,5 +318,6 @@ VIEW = ExploreView(
           "same plateau; momentum and Adam leave it sooner. The escape step is when a racer "
           "has left the plateau for good.",
     controls=(("race", "Racers", "text", None,
-               "optimiser and step size, comma-separated (up to 6), e.g. gd 0.05, adam 0.01"),),
+               "optimiser and step size, comma-separated (up to 6); a momentum or nesterov "
+               "racer may add its own β: gd 0.05, momentum 0.02 0.99, adam 0.01"),),
     work=_work, tables=_tables, height="520px")

@@ -31,8 +31,8 @@ MAX_TRAIL = 501     # points of each racer's drawn trail
 def run(s: Mapping, progress: ProgressFn) -> dict:
     """Every racer of ``s["race"]`` from the settings' initial point, on one plane.
 
-    :func:`compute.optimiser_race` runs the racers (``momentum`` and ``batch`` from the
-    settings apply to all), the PCA plane of their points centred at the start, and each
+    :func:`compute.optimiser_race` runs the racers (``batch`` from the settings applies to
+    all, ``momentum`` to every racer that names none), the PCA plane of their points centred at the start, and each
     one's escape step from the plateau it starts on; the loss is then evaluated on a
     ``RACE_GRID``² grid of that plane.
 
@@ -45,8 +45,8 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     """
     start = time.perf_counter()
     problem = build_problem(s)
-    racers = [{"optimizer": name, "lr": lr, "momentum": s["momentum"]}
-              for name, lr in parse_racers(s["race"])]
+    racers = [{"optimizer": name, "lr": lr, "momentum": s["momentum"] if beta is None else beta}
+              for name, lr, beta in parse_racers(s["race"])]
     race = optimiser_race(problem.spec, problem.loss, problem.theta0, problem.X, problem.Y,
                           racers, s["steps"], batch=s["batch"], seed=s["seed"],
                           progress=_sub(progress, 0.0, 0.8, "racing"))
