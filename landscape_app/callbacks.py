@@ -609,10 +609,20 @@ def _grid_heights(alpha: np.ndarray, beta: np.ndarray, loss: np.ndarray,
 
 
 def _plane_title(view: Mapping, p: Mapping) -> str:
+    plane = str(view.get("plane"))
+    checkpoints = p.get("checkpoint_steps")
+    if plane == "points" and checkpoints:
+        a, b, c = (int(x) for x in checkpoints)
+        return f"plane through steps {a}, {b} and {c}, centred at step {a}"
+    if plane == "points":  # compute.plane_through_points: centred at its first point
+        return "plane through the start, the slowest point and the end, centred at the start"
+    if plane == "action":  # compute.action_plane: the saddle at (0, 0)
+        return "plane of the saddle, the way to the minimum and the escape direction, " \
+               "centred at the saddle"
     names = {"pca": "PCA plane of the path", "random": "random plane",
              "filter": "filter-normalised plane", "layer": "layer-normalised plane",
-             "hessian": "top Hessian eigenvectors", "points": "plane through init, mid, end"}
-    text = names.get(str(view.get("plane")), str(view.get("plane")))
+             "hessian": "top Hessian eigenvectors"}
+    text = names.get(plane, plane)
     selected = f"step {view.get('selected_step')}"
     if schema.has_plane_point(view):
         selected = "selected plane point"

@@ -208,7 +208,8 @@ def _mark_items(marks: Mapping[str, Sequence[float]] | None,
             continue
         a, b = (float(v) for v in point)
         style = _MARK_STYLES.get(name, {"label": name, "color": PALETTE["ink"],
-                                        "symbol": "x"})
+                                        "symbol": "circle-open" if name.startswith("step ")
+                                        else "x"})
         items.append((name, style, a, b))
     return items
 

@@ -420,7 +420,7 @@ def _base_plane(s: Mapping, problem: Problem, path, progress: ProgressFn) -> dic
         window = _cover(coords, span)
     elif s["plane"] == "points" and parse_checkpoints(s["checkpoints"]):
         center, d1, d2, points, steps = _checkpoint_plane(s, path)
-        extra.update(center_step=steps[0], checkpoint_steps=steps)
+        extra.update(center_step=steps[0], checkpoint_steps=steps, checkpoints=points)
         window = _cover(_plane_coords(points, center, d1, d2), span)
     elif s["plane"] == "points":
         _, plateau = _main_plateau(path, _global_min(s, problem))
@@ -491,8 +491,8 @@ def _action_plane(s: Mapping, problem: Problem, path, progress: ProgressFn):
 
 
 def _marks(plane: Mapping, problem: Problem, path) -> tuple[dict, dict]:
-    """Plane coordinates ``[α, β]`` of init, final, centre (and saddle), and their distances
-    off the plane."""
+    """Plane coordinates ``[α, β]`` of init, final, centre (and saddle, selected point and the
+    checkpoints, named ``step s``), and their distances off the plane."""
     from compute._projection import project_onto_plane
 
     points = {"init": _f64(problem.theta0)}
@@ -502,6 +502,9 @@ def _marks(plane: Mapping, problem: Problem, path) -> tuple[dict, dict]:
         points["saddle"] = plane["saddle"]
     if "selected" in plane:
         points["selected"] = plane["selected"]
+    for step, point in zip(plane.get("checkpoint_steps", ()), plane.get("checkpoints", ()),
+                           strict=True):
+        points[f"step {step}"] = point
     points["center"] = plane["center"]
     coords, dist = project_onto_plane(np.stack(list(points.values())), plane["center"],
                                       plane["d1"], plane["d2"])
@@ -558,8 +561,9 @@ def surface_task(s: Mapping, progress: ProgressFn) -> dict:
         "explained_variance": plane.get("explained_variance"),
         "seconds": time.perf_counter() - start, "device": device_summary(),
     }
-    if "saddle_step" in plane:
-        payload["saddle_step"] = plane["saddle_step"]
+    for name in ("saddle_step", "checkpoint_steps"):
+        if name in plane:
+            payload[name] = plane[name]
     if path is not None:
         coords, distance = project_onto_plane(path.weights, plane["center"], plane["d1"],
                                               plane["d2"])

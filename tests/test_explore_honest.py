@@ -16,6 +16,7 @@ from landscape_app import callbacks as cb  # noqa: E402
 from landscape_app import settings as S  # noqa: E402
 from landscape_app.compute_server import TaskError  # noqa: E402
 from landscape_app.explore import honest  # noqa: E402
+from landscape_app.figures import contour  # noqa: E402
 from tests.test_tasks import LINEAR, _data, _run, np_loss  # noqa: E402
 
 SIZES = [8, 3, 4]  # linear_teacher: 8 inputs, 4 outputs; LINEAR has one hidden layer of 3
@@ -83,6 +84,27 @@ def test_checkpoint_plane_passes_through_the_chosen_steps():
         assert p["distance"][row] == pytest.approx(0.0, abs=1e-6)
         assert p["slice_loss"][row] == pytest.approx(p["true_loss"][row], rel=1e-9)
     assert np.max(p["distance"]) > 1e-4   # the rest of the path leaves that plane
+
+
+def test_the_surface_marks_the_checkpoints_where_numpy_projects_them():
+    s = dict(LINEAR, plane="points", checkpoints="0, 120, 300")
+    p = _run("surface", **s)
+    path = _run("path", **s)
+    c = np.asarray(p["center"], np.float64)
+    D = np.column_stack([p["direction1"], p["direction2"]]).astype(np.float64)
+    steps = list(np.asarray(path["weight_steps"]))
+    for step in (0, 120, 300):
+        w = np.asarray(path["weights"][steps.index(step)], np.float64)
+        ab, *_ = np.linalg.lstsq(D, w - c, rcond=None)
+        np.testing.assert_allclose(p["marks"][f"step {step}"], ab, atol=1e-4)
+        assert p["mark_distance"][f"step {step}"] == pytest.approx(0.0, abs=1e-4)
+    assert p["checkpoint_steps"] == [0, 120, 300]
+    assert cb._plane_title(s, p) == "plane through steps 0, 120 and 300, centred at step 0"
+    fig = contour(p["alpha"], p["beta"], p["loss"], marks=p["marks"])
+    drawn = {t.name: (t.x[0], t.y[0]) for t in fig.data
+             if isinstance(t, go.Scatter) and t.mode == "markers" and len(t.x)}
+    for step in (0, 120, 300):
+        assert drawn[f"step {step}"] == pytest.approx(tuple(p["marks"][f"step {step}"]))
 
 
 def test_a_path_that_does_not_move_is_a_message_not_a_crash():
