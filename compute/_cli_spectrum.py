@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     spec, dtype = problem.spec, problem.dtype
     objective = flat_objective(spec, problem.loss)
     theta = flatten_params(problem.params).astype(dtype)
-    # Curvature needs only the data's sufficient statistics for a deep linear net (d_x + d_y
-    # rows, exact); the induced-model value keeps the samples.
+    # Everything below needs only the data's sufficient statistics for a deep linear net
+    # (d_x + d_y rows, exact; the induced model is linear in x too).
     X, Y = sufficient_data(spec, problem.loss, problem.X, problem.Y)
     n = spec.n_params
     method = args.method
@@ -126,9 +126,8 @@ def run(args: argparse.Namespace) -> int:
                                     eig_tol=args.eig_tol, spec=spec, seed=args.seed,
                                     dtype=dtype)
     induced = None
-    if problem.loss == "squared" and problem.Y.size * n <= _MAX_INDUCED_ENTRIES:
-        induced = induced_model_loss(flat_predictor(spec), theta, problem.X, problem.Y,
-                                     dtype=dtype)
+    if problem.loss == "squared" and Y.size * n <= _MAX_INDUCED_ENTRIES:
+        induced = induced_model_loss(flat_predictor(spec), theta, X, Y, dtype=dtype)
 
     payload = {
         "eigenvalues": spectrum.eigenvalues,

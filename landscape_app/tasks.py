@@ -655,9 +655,10 @@ def _induced_model_loss(problem: Problem, theta: np.ndarray) -> float | None:
         return None
     from compute._theory import flat_predictor, induced_model_loss
 
+    # The induced model of a deep linear net is linear in x too: the sufficient rows serve.
+    X, Y = sufficient_data(problem.spec, problem.loss, problem.dataset.X, problem.dataset.Y)
     try:
-        return float(induced_model_loss(flat_predictor(problem.spec), theta, problem.dataset.X,
-                                        problem.dataset.Y))
+        return float(induced_model_loss(flat_predictor(problem.spec), theta, X, Y))
     except InputError:
         return None
 

@@ -12,6 +12,7 @@ import pytest
 from compute._hessian import hessian_matrix
 from compute._losses import flat_objective, sufficient_data
 from compute._models import make_model
+from compute._theory import flat_predictor, induced_model_loss
 from tests.reference import fd_hessian, np_squared_loss
 
 SIZES = (4, 3, 3, 2)          # two hidden layers: 12 + 9 + 6 = 27 parameters
@@ -66,6 +67,18 @@ def test_hessian_matches_finite_differences_on_every_sample():
     H = np.asarray(hessian_matrix(flat_objective(spec, "squared"), jnp.asarray(theta), Xs, Ys))
     reference = fd_hessian(_np_loss(X, Y), theta)
     np.testing.assert_allclose(H, reference, atol=2e-6 * np.abs(reference).max())
+
+
+def test_induced_model_value_is_the_samples_least_squares():
+    # With widths ≥ d_y the net's tangent maps B = Σ_j α_j ∂W/∂θ_j at a generic θ are all
+    # d_y × d_x matrices, so the induced model (THEORY.md §4) is plain least squares on X.
+    spec, theta, X, Y = _problem(4)
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X), jnp.asarray(Y))
+    B, *_ = np.linalg.lstsq(X, Y, rcond=None)
+    expected = 0.5 * np.sum((X @ B - Y) ** 2) / M
+    got = induced_model_loss(flat_predictor(spec), jnp.asarray(theta), Xs, Ys)
+    assert got == pytest.approx(expected, rel=1e-9)
+    assert got < np_squared_loss(theta, SIZES, X, Y)   # θ itself is far from critical
 
 
 @pytest.mark.parametrize("kind,loss,m", [
