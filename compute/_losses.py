@@ -66,17 +66,23 @@ def flat_objective(spec: ModelSpec, loss: str = "squared"
     return objective
 
 
-def sufficient_data(spec: ModelSpec, loss: str, X, Y) -> tuple[jax.Array, jax.Array]:
+def sufficient_data(spec: ModelSpec, loss: str, X, Y, *, dtype=None
+                    ) -> tuple[jax.Array, jax.Array]:
     """``(X̃, Ỹ)`` with r = d_x + d_y rows on which a deep linear net's squared loss, its
     gradient and every Hessian-vector product are those on the m rows of ``(X, Y)``.
 
     For ``f(x) = W x`` (``W = W_L ⋯ W_1``, no biases) the loss ``(1/2m)‖X Wᵀ − Y‖²_F`` is
     ``(1/2m)‖[X Y] [Wᵀ; −I]‖²_F``, and the thin QR ``[X Y] = Q R`` (Q with orthonormal
     columns, R r × r) turns it into ``(1/2m)‖R [Wᵀ; −I]‖²_F``: the rows of R are r pseudo
-    samples with the same loss as a function of θ, hence the same derivatives of every order.
-    They are scaled by ``√(r/m)`` so that :func:`squared_loss`'s ``1/(2·rows)`` still
-    divides by m. The QR runs once on the host in float64 (backward stable: the loss is as
-    accurate as on the raw rows); a product then costs r/m of one on the raw data.
+    samples with the same loss as a function of θ in exact arithmetic, hence the same
+    derivatives of every order. They are scaled by ``√(r/m)`` so that :func:`squared_loss`'s
+    ``1/(2·rows)`` still divides by m. The QR (O(m r²), on the host in float64) is backward
+    stable, so in floating point the loss is as accurate as on the samples; a loss, gradient
+    or Hessian-vector product then costs r/m of one on the samples.
+
+    Args:
+      dtype: of the rows (default X's); float64 keeps the QR's accuracy when the samples are
+        float32 but the consumer computes in float64 (Hessians).
 
     Returns ``(X, Y)`` themselves when this does not hold or does not save anything: another
     model or loss, or ``m ≤ r``. For full-batch quantities only (not minibatches).
@@ -88,5 +94,5 @@ def sufficient_data(spec: ModelSpec, loss: str, X, Y) -> tuple[jax.Array, jax.Ar
     R = np.linalg.qr(np.hstack([np.asarray(X, np.float64), np.asarray(Y, np.float64)]),
                      mode="r")
     R = R * np.sqrt(rows / m)
-    dtype = jnp.asarray(X).dtype
+    dtype = jnp.asarray(X).dtype if dtype is None else dtype
     return jnp.asarray(R[:, :d_x], dtype), jnp.asarray(R[:, d_x:], dtype)

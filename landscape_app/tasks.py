@@ -81,10 +81,10 @@ class Problem:
 
     @cached_property
     def curvature_data(self) -> tuple[jax.Array, jax.Array]:
-        """``(X, Y)`` for full-batch loss, gradient and curvature: for a deep linear net with
-        the squared loss, d_x + d_y rows with the same loss as all m samples (exact,
-        :func:`compute.sufficient_data`), so Hessians cost the same for any m; else X, Y."""
-        return sufficient_data(self.spec, self.loss, self.X, self.Y)
+        """``(X, Y)`` for the Hessian work (all of it float64): for a deep linear net with
+        the squared loss, d_x + d_y float64 rows with the same loss as all m samples
+        (:func:`compute.sufficient_data`), so Hessians cost the same for any m; else X, Y."""
+        return sufficient_data(self.spec, self.loss, self.X, self.Y, dtype=jnp.float64)
 
     def loss_at(self, theta) -> float:
         return float(self.objective(jnp.asarray(theta, self.dtype), self.X, self.Y))

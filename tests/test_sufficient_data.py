@@ -51,6 +51,17 @@ def test_loss_equals_the_loss_on_every_sample():
         assert got == pytest.approx(expected, rel=1e-12, abs=1e-14)
 
 
+def test_float64_rows_of_float32_samples_keep_the_loss_to_float64_accuracy():
+    spec, theta, X, Y = _problem()
+    X32, Y32 = X.astype(np.float32), Y.astype(np.float32)
+    Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X32), jnp.asarray(Y32),
+                             dtype=jnp.float64)
+    assert Xs.dtype == Ys.dtype == jnp.float64
+    expected = np_squared_loss(theta, SIZES, X32.astype(np.float64), Y32.astype(np.float64))
+    got = float(flat_objective(spec, "squared")(jnp.asarray(theta), Xs, Ys))
+    assert got == pytest.approx(expected, rel=1e-12)
+
+
 def test_gradient_matches_finite_differences_on_every_sample():
     spec, theta, X, Y = _problem(1)
     Xs, Ys = sufficient_data(spec, "squared", jnp.asarray(X), jnp.asarray(Y))
