@@ -43,6 +43,7 @@ __all__ = [
     "n_params",
     "parse_checkpoints",
     "parse_racers",
+    "path_rows",
     "settings_from_query",
     "settings_to_query",
     "validate_settings",
@@ -74,6 +75,9 @@ MAX_LR = LIMITS.MAX_LR
 MIN_GRID = LIMITS.MIN_GRID
 MAX_PARAMS_EXACT_LAMBDA = LIMITS.MAX_PARAMS_EXACT_LAMBDA
 MAX_TEXT = 200                  # characters of any string setting (not a compute limit)
+# Racers' text: a canonical racer ("nesterov", two float reprs of ≤ 24 characters, the
+# separators) is at most 60 characters, so a canonical list always parses again.
+MAX_RACE_TEXT = 64 * LIMITS.MAX_RACERS
 # Work budgets (multiply-adds, roughly m × n_params per loss evaluation); a request above one
 # would run for minutes on the 2-core reference machine. The offending field gets a message.
 # LANDSCAPE_WORK_SCALE multiplies them (e.g. 20 on a GPU host).
@@ -384,7 +388,7 @@ def parse_racers(value: object) -> list[tuple[str, float, float | None]]:
                f"comma-separated, with a momentum after a momentum or nesterov racer's step "
                f"size if it differs from the setting (optimisers: {', '.join(names)}; e.g. "
                f"gd 0.05, momentum 0.02 0.99, adam 0.01), got {_short(value)}.")
-    if not isinstance(value, str) or len(value) > MAX_TEXT:
+    if not isinstance(value, str) or len(value) > MAX_RACE_TEXT:
         raise _Bad(message)
     entries = [e.strip() for e in re.split(r"[,;]", value) if e.strip()]
     if not 1 <= len(entries) <= LIMITS.MAX_RACERS:
@@ -406,7 +410,7 @@ def parse_racers(value: object) -> list[tuple[str, float, float | None]]:
         if beta and not (math.isfinite(beta[0]) and 0 <= beta[0] < 1):
             raise _Bad(f"a racer's momentum must be at least 0 and below 1, "
                        f"got {parts[2][:20]!r}.")
-        racers.append((name, lr, beta[0] if beta else None))
+        racers.append((name, lr, beta[0] + 0.0 if beta else None))  # + 0.0: no −0
     return racers
 
 
@@ -471,6 +475,16 @@ def upload_info(dataset: str) -> dict | None:
     targets = info.get("targets") if info.get("targets") in ("one_hot", "signed") else "real"
     return {"rows": rows, "d_x": d_x, "d_y": d_y, "targets": targets,
             "filename": str(info.get("filename", ""))[:MAX_TEXT]}
+
+
+def path_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
+    """Rows one step of a path touches: a full-batch deep linear net with the squared loss
+    runs on its d_x + d_y sufficient rows (``compute.sufficient_data``); minibatch paths
+    record the loss on all m samples every step."""
+    full_batch = settings.get("batch") is None and settings.get("optimizer") != "sgd"
+    if full_batch and settings.get("model") == "linear" and settings.get("loss") == "squared":
+        return min(rows, d_x + d_y)
+    return rows
 
 
 def dataset_shape(settings: Mapping) -> tuple[int, int, int, str]:
@@ -594,12 +608,13 @@ def _check_combinations(s: dict, errors: dict[str, str]) -> None:
                                 f"{P:,}); use lanczos or auto.", "auto")
 
     work = max(rows, 1) * max(P, 1)
+    step_work = max(path_rows(s, rows, d_x, d_y), 1) * max(P, 1)
     # λ tracking costs gradient evaluations too: 2n (exact, small models) or about 2 × 40
     # (Lanczos) per tracked point; see landscape_app.tasks.lambda_method.
     per_step = 1.0
     if s["lambda_every"]:
         per_step += (2 * P if P <= MAX_PARAMS_EXACT_LAMBDA else 80) / s["lambda_every"]
-    steps = max(1, int(MAX_PATH_WORK // (work * per_step)))
+    steps = max(1, int(MAX_PATH_WORK // (step_work * per_step)))
     if s["steps"] > steps:
         fail("steps", f"{s['steps']:,} steps of this model on {rows:,} samples is too much work "
                       f"for one request; use at most {steps:,} steps (or a smaller model or "
@@ -624,13 +639,14 @@ def _check_combinations(s: dict, errors: dict[str, str]) -> None:
     if s["grid"] > grid:
         fail("grid", f"a {s['grid']}×{s['grid']} grid of this model on {rows:,} samples is too "
                      f"much work for one request; use a grid of at most {grid}.", grid)
-    n = max(1, int(MAX_STARTS_WORK // (s["steps"] * work)))
+    n = max(1, int(MAX_STARTS_WORK // (s["steps"] * step_work)))
     if s["n_starts"] > n:
         fail("n_starts", f"{s['n_starts']} starts × {s['steps']:,} steps is too much work for "
                          f"one request; use at most {n} starts or fewer steps.", n)
-    racers = len(parse_racers(s["race"]))
-    if racers * s["steps"] * work > MAX_STARTS_WORK:
-        fail("race", f"{racers} racers × {s['steps']:,} steps is too much work for one "
+    racers = parse_racers(s["race"])
+    race_work = max(path_rows({**s, "optimizer": name}, rows, d_x, d_y) for name, *_ in racers)
+    if len(racers) * s["steps"] * race_work * max(P, 1) > MAX_STARTS_WORK:
+        fail("race", f"{len(racers)} racers × {s['steps']:,} steps is too much work for one "
                      "request; use fewer racers or fewer steps.", DEFAULTS["race"])
     if any(c > s["steps"] for c in parse_checkpoints(s["checkpoints"])):
         fail("checkpoints", f"checkpoints must be steps between 0 and steps ({s['steps']}), "

@@ -237,10 +237,20 @@ def test_race_and_checkpoints_settings_parse_round_trip_and_refuse_bad_text():
                                              ("momentum", 0.1, 0.0)]
     for bad in ("", "gd", "gd 0", "gd nan", "rmsprop 0.1", "gd 0.1 0.2", 42, ["gd 0.1"],
                 "adam 0.01 0.9", "momentum 0.1 1", "momentum 0.1 -0.1", "momentum 0.1 nan",
-                "momentum 0.1 0.5 0.5",
+                "momentum 0.1 0.5 0.5", "gd " + "1" * (64 * 6),
                 ", ".join(["gd 0.1"] * 7), "gd " + "9" * 300):
         clean, errors = S.validate_settings({"race": bad})
         assert "race" in errors and clean["race"] == S.DEFAULTS["race"], bad
+    # Six racers of long numbers: the canonical text (longer than the input) parses again.
+    long = ", ".join(["nesterov .12345678901234 .123456789012"] * 6)
+    clean, errors = S.validate_settings({"race": long})
+    assert errors == {} and len(clean["race"]) > len(long)
+    again, errors = S.validate_settings(clean)
+    assert errors == {} and again["race"] == clean["race"]
+    assert S.parse_racers(again["race"]) == [("nesterov", 0.12345678901234, 0.123456789012)] * 6
+    assert S.parse_racers("momentum 0.1 -0") == S.parse_racers("momentum 0.1 -0.0") \
+        == [("momentum", 0.1, 0.0)]
+    assert S.format_racers(S.parse_racers("momentum 0.1 -0.0")) == "momentum 0.1 0.0"
     clean, errors = S.validate_settings({"checkpoints": "0, 300 2000"})
     assert errors == {} and S.parse_checkpoints(clean["checkpoints"]) == [0, 300, 2000]
     for bad in ("1, 1, 2", "1, 2", "a, b, c", "1.5, 2, 3", "-1, 2, 3", 7):

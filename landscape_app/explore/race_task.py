@@ -32,9 +32,9 @@ def run(s: Mapping, progress: ProgressFn) -> dict:
     """Every racer of ``s["race"]`` from the settings' initial point, on one plane.
 
     :func:`compute.optimiser_race` runs the racers (``batch`` from the settings applies to
-    all, ``momentum`` to every racer that names none), the PCA plane of their points centred at the start, and each
-    one's escape step from the plateau it starts on; the loss is then evaluated on a
-    ``RACE_GRID``² grid of that plane.
+    all, ``momentum`` to every racer that names none), the PCA plane of their points
+    centred at the start, and each one's escape step from the plateau it starts on; the loss
+    is then evaluated on a ``RACE_GRID``² grid of that plane.
 
     Payload: ``labels``/``optimizers``/``lrs`` (K), ``frame_steps`` (F ≤ ``MAX_FRAMES``),
     ``frame_coords`` (K, F, 2) and ``frame_loss`` (K, F) (NaN after a divergence),
