@@ -183,14 +183,19 @@ def device_badge(device: object) -> tuple[str, str]:
 # --------------------------------------------------------------------------- cost model
 
 
-def _problem_size(view: Mapping) -> tuple[int, int]:
-    """(rows m, parameters P) of a clean view; (200, 64) if unknown."""
+def _problem_size(view: Mapping) -> tuple[int, int, int, int]:
+    """``(m, rows a path step touches, rows of the Hessian work, parameters P)`` of a clean
+    view: a deep linear net with the squared loss needs only its d_x + d_y sufficient rows
+    for full-batch work (``compute.sufficient_data``). (200, 200, 200, 64) if unknown."""
     try:
         rows, d_x, d_y, _ = schema.dataset_shape(view)
         bias = bool(view.get("bias")) and view.get("model") == "mlp"
-        return rows, schema.n_params([d_x, *view["widths"], d_y], bias)
+        hessian_rows = schema.path_rows({**view, "batch": None, "optimizer": "gd"}, rows, d_x,
+                                        d_y)
+        return (rows, schema.path_rows(view, rows, d_x, d_y), hessian_rows,
+                schema.n_params([d_x, *view["widths"], d_y], bias))
     except Exception:  # noqa: BLE001 - a missing upload etc.: assume small
-        return 200, 64
+        return 200, 200, 200, 64
 
 
 def estimated_work(task: str, view: Mapping) -> float:
@@ -198,15 +203,17 @@ def estimated_work(task: str, view: Mapping) -> float:
     # Estimate from the validated settings: a raw view from a hostile client (widths as text,
     # say) must not make a large job look small and bypass the background route.
     view = {**view, **schema.validate_settings(task_settings(view))[0]}
-    rows, P = _problem_size(view)
+    rows, step_rows, hessian_rows, P = _problem_size(view)
     per = float(rows * P)
+    per_step = float(step_rows * P)
     steps = int(view.get("steps") or 0)
-    lam = (steps // view["lambda_every"]) * 40 * 4 * per if view.get("lambda_every") else 0.0
-    path = 3 * steps * per + lam
+    lam = (steps // view["lambda_every"]) * 40 * 4 * per_step if view.get("lambda_every") \
+        else 0.0
+    path = 3 * steps * per_step + lam
     needs_path = view.get("plane") in ("pca", "points", "action") or view.get("center") in (
         "final", "selected")
     hvps = P if P <= 4000 else 4 * int(view.get("k") or 10) + 100
-    spectrum = 4 * hvps * per + min(P, 4000) ** 3 / 3  # Hessian (or Lanczos) + eigensolve
+    spectrum = 4 * hvps * hessian_rows * P + min(P, 4000) ** 3 / 3  # H (or Lanczos) + eigh
     # Hessian-eigenvector planes diagonalise the Hessian at the centre first.
     plane = spectrum if view.get("plane") in ("hessian", "action") else 0.0
     if task == "path":

@@ -55,3 +55,13 @@ def fd_hessian(fn, theta, h=1e-4):
             H[i, j] = H[j, i] = (fn(theta + E[i] + E[j]) - fn(theta + E[i] - E[j])
                                  - fn(theta - E[i] + E[j]) + fn(theta - E[i] - E[j])) / (4 * h * h)
     return H
+
+
+def path_step_rows(settings, rows, d_x, d_y):
+    """Rows a path step touches (THEORY.md §1: a deep linear net's squared loss depends on
+    the data only through [X Y]ᵀ[X Y], rank ≤ d_x + d_y): a full-batch path of such a net
+    needs d_x + d_y rows; minibatch paths (a batch size, or sgd) record all m every step."""
+    full_batch = settings["batch"] is None and settings["optimizer"] != "sgd"
+    if full_batch and settings["model"] == "linear" and settings["loss"] == "squared":
+        return min(rows, d_x + d_y)
+    return rows

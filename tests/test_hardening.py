@@ -33,6 +33,7 @@ from landscape_app.hardening import (
     check_callback_request,
     install_hardening,
 )
+from tests.reference import path_step_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 L = S.LIMITS
@@ -343,9 +344,10 @@ def assert_computable(s: dict) -> None:
     assert s["selected_step"] is None or s["selected_step"] <= s["steps"]
     assert s["center"] != "selected" or s["selected_step"] is not None
     work = rows * P
-    assert s["steps"] * work <= S.MAX_PATH_WORK or s["steps"] == 1
+    step_work = path_step_rows(s, rows, d_x, d_y) * P
+    assert s["steps"] * step_work <= S.MAX_PATH_WORK or s["steps"] == 1
     assert s["grid"] ** 2 * work <= S.MAX_SURFACE_WORK or s["grid"] == 3
-    assert s["n_starts"] * s["steps"] * work <= S.MAX_STARTS_WORK or s["n_starts"] == 1
+    assert s["n_starts"] * s["steps"] * step_work <= S.MAX_STARTS_WORK or s["n_starts"] == 1
     S.canonical_key("surface", s)  # keys are computable too
 
 

@@ -16,6 +16,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from landscape_app import settings as S
+from tests.reference import path_step_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +198,7 @@ def test_non_mappings_and_junk_never_raise(raw):
 def test_a_selected_step_dropped_by_the_steps_budget_is_reported():
     """Regression: the work budget lowers steps; a selected step (and a 'selected' centre)
     beyond the new steps must get a message, not silently become None / 'final'."""
-    raw = {"n_samples": 100_000, "steps": 100_000, "selected_step": 100_000,
+    raw = {"model": "mlp", "n_samples": 100_000, "steps": 100_000, "selected_step": 100_000,
            "center": "selected"}
     clean, errors = S.validate_settings(raw)
     assert clean["steps"] < 100_000 and "steps" in errors
@@ -233,9 +234,11 @@ def _assert_within_limits(s: dict) -> None:
     P = S.n_params([d_x, *s["widths"], d_y], bias)
     assert P <= L.MAX_PARAMS
     assert s["batch"] is None or s["batch"] <= rows
-    assert s["steps"] * rows * P <= S.MAX_PATH_WORK or s["steps"] == 1
+    step_rows = path_step_rows(s, rows, d_x, d_y)
+    assert s["steps"] * step_rows * P <= S.MAX_PATH_WORK or s["steps"] == 1
     assert s["grid"] ** 2 * rows * P <= S.MAX_SURFACE_WORK or s["grid"] == S.MIN_GRID
-    assert s["n_starts"] * s["steps"] * rows * P <= S.MAX_STARTS_WORK or s["n_starts"] == 1
+    assert s["n_starts"] * s["steps"] * step_rows * P <= S.MAX_STARTS_WORK \
+        or s["n_starts"] == 1
     for name in ("bias", "signed_targets", "log_scale"):
         assert type(s[name]) is bool
 
