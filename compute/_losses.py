@@ -87,6 +87,9 @@ def sufficient_data(spec: ModelSpec, loss: str, X, Y, *, dtype=None
     Returns ``(X, Y)`` themselves when this does not hold or does not save anything: another
     model or loss, or ``m ≤ r``. For full-batch quantities only (not minibatches).
     """
+    if np.ndim(X) != 2 or np.ndim(Y) != 2 or np.shape(X)[0] != np.shape(Y)[0]:
+        raise InputError(f"X and Y must be (m, d_x) and (m, d_y) arrays, got shapes "
+                         f"{np.shape(X)} and {np.shape(Y)}.")
     m, d_x = X.shape
     rows = d_x + Y.shape[1]
     if spec.kind != "linear" or loss != "squared" or m <= rows:

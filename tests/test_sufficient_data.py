@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from compute._errors import InputError
 from compute._hessian import hessian_matrix
 from compute._losses import flat_objective, sufficient_data
 from compute._models import make_model
@@ -103,3 +104,10 @@ def test_returns_the_data_itself_when_it_does_not_apply(kind, loss, m):
     X, Y = jnp.asarray(X), jnp.asarray(Y)
     Xs, Ys = sufficient_data(spec, loss, X, Y)
     assert Xs is X and Ys is Y
+
+
+def test_bad_shapes_are_a_message():
+    spec, _, X, Y = _problem()
+    for bad_x, bad_y in ((X[:, 0], Y), (X, Y[:10]), (X[None], Y)):
+        with pytest.raises(InputError, match="must be"):
+            sufficient_data(spec, "squared", bad_x, bad_y)
