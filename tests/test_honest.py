@@ -12,7 +12,7 @@ import pytest
 
 from compute import InputError, make_model
 from compute._honest import action_plane, checkpoint_plane, honest_slice
-from tests.reference import np_squared_loss
+from tests.reference import fd_hessian, np_squared_loss
 
 MLP_SIZES = (3, 5, 2)
 
@@ -150,19 +150,6 @@ def test_honest_slice_bad_input(rng, mlp_problem):
 # --------------------------------------------------------------------------- action plane
 
 
-def fd_hessian(loss, theta, h=1e-3):
-    """Central second differences of a numpy loss (n × n, symmetrised)."""
-    n = theta.size
-    E = np.eye(n) * h
-    H = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            H[i, j] = H[j, i] = (loss(theta + E[i] + E[j]) - loss(theta + E[i] - E[j])
-                                 - loss(theta - E[i] + E[j]) + loss(theta - E[i] - E[j])
-                                 ) / (4 * h * h)
-    return H
-
-
 def linear_problem(rng, widths):
     X = rng.standard_normal((30, 3))
     Y = X @ rng.standard_normal((3, 2)) + 0.3 * rng.standard_normal((30, 2))
@@ -198,7 +185,7 @@ def test_action_plane_at_the_origin_of_a_one_hidden_layer_net(rng, method):
     assert result.negative and result.note == ""
     assert result.lambda_min == pytest.approx(-sigma1, rel=1e-8)
     assert result.grad_norm < 1e-12
-    H = fd_hessian(loss, origin)
+    H = fd_hessian(loss, origin, h=1e-3)
     evals, evecs = np.linalg.eigh(H)
     assert evals[0] == pytest.approx(-sigma1, rel=1e-5)
     u, w = plane.direction1, plane.direction2
@@ -224,7 +211,7 @@ def test_action_plane_contains_a_simple_escape_eigenvector(rng):
     spec, X, Y, loss = linear_problem(rng, (1,))
     theta_min = rng.standard_normal(spec.n_params)      # any second point
     result = action_plane(spec, "squared", theta_min, np.zeros(spec.n_params), X, Y)
-    H = fd_hessian(loss, np.zeros(spec.n_params))
+    H = fd_hessian(loss, np.zeros(spec.n_params), h=1e-3)
     evals, evecs = np.linalg.eigh(H)
     assert result.eigenvalue == pytest.approx(evals[0], rel=1e-5)
     v = evecs[:, 0]
@@ -238,7 +225,7 @@ def test_action_plane_contains_a_simple_escape_eigenvector(rng):
 def test_action_plane_says_when_the_saddle_has_no_negative_curvature(rng):
     spec, X, Y, loss = linear_problem(rng, (2, 2))      # origin: Hessian exactly 0
     theta_min = rng.standard_normal(spec.n_params)
-    H = fd_hessian(loss, np.zeros(spec.n_params))
+    H = fd_hessian(loss, np.zeros(spec.n_params), h=1e-3)
     assert np.max(np.abs(H)) < 1e-5                     # the premise, independently
     result = action_plane(spec, "squared", theta_min, np.zeros(spec.n_params), X, Y)
     assert not result.negative

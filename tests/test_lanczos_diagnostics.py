@@ -18,7 +18,7 @@ from compute._lanczos_diagnostics import (
     slq_spread_from_matvec,
 )
 from compute._limits import MAX_LANCZOS_STEPS, MAX_SLQ_PROBES
-from tests.reference import np_squared_loss
+from tests.reference import fd_hessian, np_squared_loss
 
 
 def _symmetric(rng, eigenvalues):
@@ -146,15 +146,8 @@ def network():
     spec = compute.make_model("mlp", 3, 2, (4,), activation="tanh", bias=True)
     X, Y = rng.standard_normal((12, 3)), rng.standard_normal((12, 2))
     theta = rng.standard_normal(spec.n_params) * 0.8
-    n, eps = theta.size, 1e-4
-    loss = lambda t: np_squared_loss(t, sizes, X, Y, act="tanh", bias=True)
-    E = np.eye(n) * eps
-    H = np.empty((n, n))
-    for i in range(n):
-        for j in range(i, n):
-            H[i, j] = H[j, i] = (loss(theta + E[i] + E[j]) - loss(theta + E[i] - E[j])
-                                 - loss(theta - E[i] + E[j]) + loss(theta - E[i] - E[j])
-                                 ) / (4 * eps**2)
+    H = fd_hessian(lambda t: np_squared_loss(t, sizes, X, Y, act="tanh", bias=True), theta,
+                   h=1e-4)
     return compute.flat_objective(spec), theta, X, Y, H
 
 
