@@ -63,6 +63,7 @@ from compute._limits import (
     MAX_STEPS,
     MEMORY_BUDGET_BYTES,
     MIN_PATH_IMAGES,
+    check_int,
 )
 from compute._losses import flat_objective
 from compute._models import ModelSpec, check_flat_params
@@ -198,10 +199,10 @@ def minimum_energy_path(spec: ModelSpec, loss: str, theta_a, theta_b, X, Y, *,
     if method not in CONNECT_METHODS:
         raise InputError(f"method must be one of {', '.join(CONNECT_METHODS)}, got {method!r}.")
     dtype = _check_dtype(dtype)
-    n_images = _check_int("n_images", n_images, MIN_PATH_IMAGES, MAX_PATH_IMAGES)
-    steps = _check_int("steps", steps, 1, MAX_STEPS)
-    n_points = _check_int("n_points", n_points, MIN_PATH_IMAGES, MAX_PATH_POINTS)
-    seed = _check_int("the seed", seed, 0, MAX_SEED)
+    n_images = check_int("n_images", n_images, MIN_PATH_IMAGES, MAX_PATH_IMAGES)
+    steps = check_int("steps", steps, 1, MAX_STEPS)
+    n_points = check_int("n_points", n_points, MIN_PATH_IMAGES, MAX_PATH_POINTS)
+    seed = check_int("the seed", seed, 0, MAX_SEED)
     lr = _check_number("the learning rate", lr, 0.0, MAX_LR, low_open=True)
     spring = _check_number("spring", spring, 0.0, MAX_SPRING)
     a, b, X, Y = _check_problem(spec, theta_a, theta_b, X, Y, dtype)
@@ -303,7 +304,7 @@ def classify_path_peak(spec: ModelSpec, loss: str, path: MinimumPath, X, Y, *,
     """
     if not isinstance(path, MinimumPath):
         raise InputError("path must be a MinimumPath from minimum_energy_path.")
-    max_steps = _check_int("max_steps", max_steps, 0, MAX_PEAK_SADDLE_STEPS)
+    max_steps = check_int("max_steps", max_steps, 0, MAX_PEAK_SADDLE_STEPS)
     n = spec.n_params
     if n > MAX_PARAMS_EXACT_HESSIAN:
         raise InputError(f"classifying a path's peak needs the exact Hessian (at most "
@@ -441,13 +442,6 @@ def _chunking(steps: int, progress) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_int(name: str, value, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not low <= value <= high:
-        raise InputError(f"{name} must be an integer between {low} and {high}, got {value!r}.")
-    return int(value)
 
 
 def _check_number(name: str, value, low: float, high: float, *, low_open: bool = False

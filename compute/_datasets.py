@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_FEATURES, MAX_NOISE, MAX_SAMPLES, MAX_UPLOAD_BYTES
+from compute._limits import MAX_FEATURES, MAX_NOISE, MAX_SAMPLES, MAX_UPLOAD_BYTES, check_int
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -152,7 +152,7 @@ def load_dataset(
     preprocess = _check_preprocess(preprocess)
     rng = _rng(seed)
     if n_samples is not None:
-        n_samples = _check_int("n_samples", n_samples, 1, MAX_SAMPLES)
+        n_samples = check_int("n_samples", n_samples, 1, MAX_SAMPLES)
     if noise is not None:
         noise = _check_noise(noise)
 
@@ -244,14 +244,6 @@ def _check_preprocess(preprocess: object) -> str:
             f"Unknown preprocessing {preprocess!r}; choose one of: {', '.join(PREPROCESSING)}."
         )
     return key
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be a whole number between {low} and {high}, got {value!r}.")
-    if not low <= int(value) <= high:
-        raise InputError(f"{name} must be between {low} and {high}, got {int(value)}.")
-    return int(value)
 
 
 def _check_noise(noise: object) -> float:
@@ -736,8 +728,8 @@ def _builtin(
 def _linear_teacher(
     rng: np.random.Generator, n_samples: int | None, noise: float, d_x: int | None, d_y: int | None
 ) -> Dataset:
-    dx = 8 if d_x is None else _check_int("d_x", d_x, 1, MAX_FEATURES)
-    dy = 4 if d_y is None else _check_int("d_y", d_y, 1, MAX_FEATURES)
+    dx = 8 if d_x is None else check_int("d_x", d_x, 1, MAX_FEATURES)
+    dy = 4 if d_y is None else check_int("d_y", d_y, 1, MAX_FEATURES)
     if dy > dx:
         raise InputError(
             f"linear_teacher needs d_y ≤ d_x (got d_y={dy}, d_x={dx}) so that Σ has distinct "

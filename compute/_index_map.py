@@ -61,6 +61,7 @@ from compute._limits import (
     MAX_SEED,
     MAX_SLQ_PROBES,
     MEMORY_BUDGET_BYTES,
+    check_int,
 )
 from compute._losses import flat_objective
 from compute._models import ModelSpec
@@ -190,10 +191,10 @@ def morse_index_map(spec: ModelSpec, loss: str, center, d1, d2, alphas, betas, X
             raise InputError(f"{name} must be a finite number ≥ 0, got {value!r}.")
     if method == "lanczos":
         steps = min(n, DEFAULT_LANCZOS_STEPS) if lanczos_steps is None else lanczos_steps
-        steps = _check_int("the number of Lanczos steps", steps, 1,
+        steps = check_int("the number of Lanczos steps", steps, 1,
                            min(n, MAX_LANCZOS_STEPS), "(and at most the number of parameters)")
-        probes = _check_int("the number of probes", probes, 1, MAX_SLQ_PROBES)
-        seed = _check_int("the seed", seed, 0, MAX_SEED)
+        probes = check_int("the number of probes", probes, 1, MAX_SLQ_PROBES)
+        seed = check_int("the seed", seed, 0, MAX_SEED)
     else:
         steps = probes = 0
     cells = alphas.size * betas.size
@@ -273,14 +274,6 @@ def lanczos_index_map_work(cells: int, probes: int, steps: int, n: int, m: int) 
     samples) plus a full reorthogonalisation against the earlier vectors (∝ steps·n).
     """
     return float(cells) * probes * steps * n * (m + steps)
-
-
-def _check_int(name: str, value, low: int, high: int, why: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not low <= value <= high:
-        raise InputError(f"{name} must be a whole number between {low} and {high}"
-                         f"{' ' + why if why else ''}, got {value!r}.")
-    return int(value)
 
 
 @functools.lru_cache(maxsize=32)

@@ -55,6 +55,20 @@ MAX_PATH_WORK = 4e10
 MAX_STARTS_WORK = 2e11
 
 
+def check_int(name: str, value, low: int, high: int, why: str = "") -> int:
+    """``int(value)``; InputError unless it is a whole number (int or numpy integer, not a
+    bool) with ``low <= value <= high``. ``why`` is appended to the message."""
+    import numpy as np
+
+    from compute._errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number between {low} and {high}"
+                         f"{' ' + why if why else ''}, got {value!r}.")
+    return int(value)
+
+
 def check_range(name: str, value, low, high) -> None:
     """Raise InputError unless ``low <= value <= high`` (and value is a finite number)."""
     from compute._errors import InputError
