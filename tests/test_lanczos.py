@@ -77,13 +77,16 @@ def test_zero_operator_is_handled():
     assert np.all(np.isfinite(np.asarray(res.eigenvectors)))
 
 
-def test_lanczos_traces_inside_scan(rng):
+@pytest.mark.parametrize("solver", [
+    lambda mv, v0: lanczos_extremes(mv, v0, k=1, steps=30),
+    lambda mv, v0: lanczos_extremes_converged(mv, v0, k=1, max_steps=30),
+], ids=["fixed_steps", "converged"])
+def test_lanczos_traces_inside_scan(rng, solver):
     A = jnp.asarray(_symmetric(rng, np.linspace(-1, 2, 30)))
     v0 = jnp.ones(30) / np.sqrt(30)
 
     def step(carry, c):
-        res = lanczos_extremes(lambda x: c * (A @ x), v0, k=1, steps=30)
-        return carry, res.eigenvalues
+        return carry, solver(lambda x: c * (A @ x), v0).eigenvalues
 
     _, out = jax.lax.scan(step, 0.0, jnp.array([1.0, 2.0, -1.0]))
     np.testing.assert_allclose(np.asarray(out), [[-1, 2], [-2, 4], [-2, 1]], atol=1e-9)
@@ -213,15 +216,3 @@ def test_converged_rejects_impossible_sizes():
         lanczos_extremes_converged(lambda v: v, jnp.ones(5), k=3, max_steps=5)
     with pytest.raises(ValueError):
         lanczos_extremes_converged(lambda v: v, jnp.ones(5), k=1, max_steps=4, check_every=0)
-
-
-def test_converged_traces_inside_scan(rng):
-    A = jnp.asarray(_symmetric(rng, np.linspace(-1, 2, 30)))
-    v0 = jnp.ones(30) / np.sqrt(30)
-
-    def step(carry, c):
-        res = lanczos_extremes_converged(lambda x: c * (A @ x), v0, k=1, max_steps=30)
-        return carry, res.eigenvalues
-
-    _, out = jax.lax.scan(step, 0.0, jnp.array([1.0, 2.0, -1.0]))
-    np.testing.assert_allclose(np.asarray(out), [[-1, 2], [-2, 4], [-2, 1]], atol=1e-9)
