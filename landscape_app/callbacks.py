@@ -190,9 +190,8 @@ def _problem_size(view: Mapping) -> tuple[int, int, int, int]:
     try:
         rows, d_x, d_y, _ = schema.dataset_shape(view)
         bias = bool(view.get("bias")) and view.get("model") == "mlp"
-        hessian_rows = schema.path_rows({**view, "batch": None, "optimizer": "gd"}, rows, d_x,
-                                        d_y)
-        return (rows, schema.path_rows(view, rows, d_x, d_y), hessian_rows,
+        return (rows, schema.path_rows(view, rows, d_x, d_y),
+                schema.full_batch_rows(view, rows, d_x, d_y),
                 schema.n_params([d_x, *view["widths"], d_y], bias))
     except Exception:  # noqa: BLE001 - a missing upload etc.: assume small
         return 200, 200, 200, 64

@@ -39,6 +39,7 @@ __all__ = [
     "compute_fields",
     "dataset_shape",
     "format_racers",
+    "full_batch_rows",
     "has_plane_point",
     "n_params",
     "parse_checkpoints",
@@ -477,14 +478,19 @@ def upload_info(dataset: str) -> dict | None:
             "filename": str(info.get("filename", ""))[:MAX_TEXT]}
 
 
-def path_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
-    """Rows one step of a path touches: a full-batch deep linear net with the squared loss
-    runs on its d_x + d_y sufficient rows (``compute.sufficient_data``); minibatch paths
-    record the loss on all m samples every step."""
-    full_batch = settings.get("batch") is None and settings.get("optimizer") != "sgd"
-    if full_batch and settings.get("model") == "linear" and settings.get("loss") == "squared":
+def full_batch_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
+    """Rows full-batch work (Hessians, full-batch paths) touches: a deep linear net with the
+    squared loss runs on its d_x + d_y sufficient rows (``compute.sufficient_data``)."""
+    if settings.get("model") == "linear" and settings.get("loss") == "squared":
         return min(rows, d_x + d_y)
     return rows
+
+
+def path_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
+    """Rows one step of a path touches: :func:`full_batch_rows` for a full-batch path;
+    minibatch paths record the loss on all m samples every step."""
+    full_batch = settings.get("batch") is None and settings.get("optimizer") != "sgd"
+    return full_batch_rows(settings, rows, d_x, d_y) if full_batch else rows
 
 
 def dataset_shape(settings: Mapping) -> tuple[int, int, int, str]:
