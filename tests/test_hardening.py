@@ -342,7 +342,9 @@ def assert_computable(s: dict) -> None:
     assert s["spectrum_method"] != "exact" or P <= L.MAX_PARAMS_EXACT_HESSIAN
     assert s["batch"] is None or s["batch"] <= rows
     assert s["selected_step"] is None or s["selected_step"] <= s["steps"]
-    assert s["center"] != "selected" or s["selected_step"] is not None
+    # centre "selected" needs a selected point: a path step or a point of the plane
+    assert s["center"] != "selected" or s["selected_step"] is not None \
+        or s["selected_alpha"] is not None
     work = rows * P
     step_work = path_step_rows(s, rows, d_x, d_y) * P
     assert s["steps"] * step_work <= S.MAX_PATH_WORK or s["steps"] == 1

@@ -228,7 +228,9 @@ def _assert_within_limits(s: dict) -> None:
     assert 0 <= s["momentum"] < 1
     assert s["n_samples"] is None or 1 <= s["n_samples"] <= L.MAX_SAMPLES
     assert s["selected_step"] is None or 0 <= s["selected_step"] <= s["steps"]
-    assert s["center"] != "selected" or s["selected_step"] is not None
+    # centre "selected" needs a selected point: a path step or a point of the plane
+    assert s["center"] != "selected" or s["selected_step"] is not None \
+        or s["selected_alpha"] is not None
     rows, d_x, d_y, _ = S.dataset_shape(s)
     bias = s["bias"] and s["model"] == "mlp"
     P = S.n_params([d_x, *s["widths"], d_y], bias)
