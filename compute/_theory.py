@@ -53,8 +53,6 @@ __all__ = [
 
 @dataclass(frozen=True)
 class _Regression:
-    m: int
-    Y_norm2: float
     C: np.ndarray          # (d_y, d_x)
     B: np.ndarray          # (d_x, d_y) = (XᵀX)⁻¹ Cᵀ, the least-squares weights transposed
     lam: np.ndarray        # (d_y,) eigenvalues of Σ, descending
@@ -84,7 +82,7 @@ def _regression(X, Y) -> _Regression:
     Sigma = C @ B
     lam, U = np.linalg.eigh(0.5 * (Sigma + Sigma.T))
     order = np.argsort(lam)[::-1]
-    return _Regression(X.shape[0], float(np.sum(Y * Y)), C, B, lam[order], U[:, order])
+    return _Regression(C, B, lam[order], U[:, order])
 
 
 def _rank_cap(hidden_widths: Sequence[int], d_y: int) -> int:
@@ -100,13 +98,22 @@ def deep_linear_global_minimum(X, Y, hidden_widths: Sequence[int] = ()) -> float
     ``L* = (‖Y‖_F² − Σ_{i≤r} λ_i) / (2m)`` with ``r = min(min hidden width, d_y)`` and
     ``λ_i`` the eigenvalues of ``Σ = C (XᵀX)⁻¹ Cᵀ``: reduced-rank regression; with no
     hidden layer it is ordinary least squares. Independent of depth beyond the bottleneck.
+    Evaluated as the residual ``‖Y − X M_rᵀ‖²/(2m)`` of the optimal product M_r, not by the
+    subtraction above, which cancels catastrophically when the fit is nearly exact.
 
     Raises:
       InputError: XᵀX singular (condition number > 1e12).
     """
     reg = _regression(X, Y)
     r = _rank_cap(hidden_widths, reg.lam.size)
-    return float((reg.Y_norm2 - np.sum(reg.lam[:r])) / (2 * reg.m))
+    return _residual_loss(X, Y, _product_optimum(reg, r))
+
+
+def _residual_loss(X, Y, M: np.ndarray) -> float:
+    """``‖Y − X Mᵀ‖_F² / (2m)``: the squared loss of the linear map M (d_y × d_x), ≥ 0."""
+    X, Y = _data(X, Y)
+    residual = Y - X @ M.T
+    return float(np.sum(residual * residual) / (2 * X.shape[0]))
 
 
 def _product_optimum(reg: _Regression, r: int) -> np.ndarray:
@@ -121,6 +128,7 @@ def _factor(M: np.ndarray, widths: Sequence[int], r: int, rng) -> list[np.ndarra
     if L == 1:
         return [M]
     P, s, Qt = np.linalg.svd(M, full_matrices=False)
+    r = min(r, s.size)  # rank M ≤ min(d_x, d_y): fewer singular values than r when d_x < d_y
     root = s[:r] ** (1.0 / L)
     sizes = [M.shape[1], *widths, M.shape[0]]
     layers = []
@@ -200,9 +208,9 @@ def baldi_hornik_saddles(X, Y, d_1: int) -> list[BaldiHornikPoint]:
         W2[:, :r] = UI
         W1 = np.zeros((d_1, d_x))
         W1[:r] = UI.T @ reg.B.T
-        loss = (reg.Y_norm2 - float(np.sum(reg.lam[list(subset)]))) / (2 * reg.m)
         points.append(BaldiHornikPoint(subset, np.concatenate([W1.ravel(), W2.ravel()]),
-                                       loss, subset == tuple(range(r))))
+                                       _residual_loss(X, Y, W2 @ W1),
+                                       subset == tuple(range(r))))
     return sorted(points, key=lambda p: (p.loss, p.subset))
 
 

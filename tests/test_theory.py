@@ -63,6 +63,30 @@ def test_global_minimum_is_reduced_rank_regression(teacher, widths):
     assert _np_linear_loss(theta, X, Y, sizes) == pytest.approx(expected, rel=1e-10)
 
 
+@pytest.mark.parametrize("noise", [1e-6, 0.0])
+def test_global_minimum_of_a_nearly_exact_fit(noise):
+    """L* near 0: ‖Y‖² − Σλ_i would cancel to rounding noise of ‖Y‖² (even < 0)."""
+    ds = load_dataset("linear_teacher", d_x=6, d_y=4, n_samples=50, seed=3, noise=noise)
+    X, Y = ds.X, ds.Y
+    expected = _reduced_rank_loss(X, Y, 4)
+    value = deep_linear_global_minimum(X, Y, (4,))
+    assert value >= 0
+    if noise:
+        assert value == pytest.approx(expected, rel=1e-8, abs=0)
+    else:
+        assert value <= 1e-24 * np.sum(Y**2)
+
+
+def test_global_minimizer_with_more_outputs_than_inputs():
+    """rank W ≤ d_x < d_y: the closed-form product has only d_x singular values."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((30, 2)), rng.standard_normal((30, 4))
+    theta = deep_linear_global_minimizer(X, Y, (3,), seed=0)
+    expected = _reduced_rank_loss(X, Y, 3)
+    assert deep_linear_global_minimum(X, Y, (3,)) == pytest.approx(expected, rel=1e-10)
+    assert _np_linear_loss(theta, X, Y, (2, 3, 4)) == pytest.approx(expected, rel=1e-10)
+
+
 def test_global_minimum_rejects_singular_inputs():
     X = np.ones((10, 2))
     with pytest.raises(InputError, match="singular"):
