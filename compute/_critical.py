@@ -36,6 +36,7 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -55,7 +56,8 @@ from compute._limits import MAX_PARAMS_EXACT_HESSIAN
 from compute._models import ModelSpec, forward, unflatten_params
 from compute._theory import balanced_top_singular_direction
 
-__all__ = ["VERDICTS", "CriticalPoint", "classify_critical_point", "default_tolerance"]
+__all__ = ["VERDICTS", "CriticalPoint", "classify_critical_point", "default_tolerance",
+           "unit_balancing"]
 
 VERDICTS = (
     "not critical",
@@ -73,6 +75,10 @@ _FLAT_START = 3         # a ray flat over its 3 smallest steps (a factor 4 in di
 _N_MIXTURES = 16        # random mixtures of null-space eigenvectors
 _N_RANDOM = 8           # random directions in the whole space
 _MAX_TANGENT_ENTRIES = 4_000_000  # entries of the symmetry tangents / output Jacobian built
+_HOMOGENEOUS = ("identity", "relu", "leaky_relu")  # σ(c z) = c σ(z) for c > 0
+_PIECEWISE_LINEAR = ("relu", "leaky_relu")  # kinks: a ray can be flat, then drop
+_BALANCE_TRIGGER = 4.0  # classify at the balanced point when a unit is off by more than this
+_BALANCE_SWEEPS = 200
 
 
 @dataclass(frozen=True, eq=False)
@@ -287,6 +293,54 @@ def _explained_dimensions(null: np.ndarray, T: np.ndarray) -> int:
     return int(np.sum(cosines > 1 - 1e-6))
 
 
+def unit_balancing(spec: ModelSpec, theta) -> np.ndarray | None:
+    """Multipliers s (n,) that move θ along its rescaling orbit to the balanced point s ⊙ θ.
+
+    For a positively homogeneous activation (identity, relu, leaky_relu) scaling hidden unit
+    j's incoming weights and bias by c > 0 and its outgoing weights by 1/c leaves the
+    function unchanged. Alternating sweeps choose each c so that the unit's incoming
+    (‖w_in‖² + b²) and outgoing norms are equal, which minimises ``Σ_k ‖W_k‖²`` over these
+    rescalings. Every such map D = diag(s) is a symmetry of the loss, so
+    ``∇L(θ) = D ∇L(Dθ)`` and ``H(θ) = D H(Dθ) D``: θ and Dθ are critical together and their
+    Hessians have the same inertia (Sylvester), but the eigenvalues' *scale* is not
+    invariant: at an unbalanced θ (a unit ×30 in, ÷30 out; data in other units than the
+    weights) a negative eigenvalue can be ~10⁻⁷ of λ_max although it is ~10⁻² at Dθ.
+
+    Returns None when every unit's scale is within a factor ``_BALANCE_TRIGGER`` of 1 (or
+    the activation is not homogeneous, or there is no hidden layer).
+    """
+    if spec.activation not in _HOMOGENEOUS or spec.depth < 1 or not np.all(np.isfinite(theta)):
+        return None
+    layers = [{k: np.array(v, dtype=np.float64) for k, v in layer.items()}
+              for layer in unflatten_params(spec, jnp.asarray(theta))]
+    scales = [np.ones(spec.layer_sizes[k + 1]) for k in range(spec.depth)]
+    for _ in range(_BALANCE_SWEEPS):
+        worst = 0.0
+        for k in range(spec.depth):
+            inc = np.sum(layers[k]["W"] ** 2, axis=1) + layers[k].get("b", 0.0) ** 2
+            out = np.sum(layers[k + 1]["W"] ** 2, axis=0)
+            live = (inc > 0) & (out > 0)
+            c = np.ones_like(inc)
+            c[live] = (out[live] / inc[live]) ** 0.25  # √(‖w_out‖ / ‖w_in‖)
+            layers[k]["W"] *= c[:, None]
+            if "b" in layers[k]:
+                layers[k]["b"] *= c
+            layers[k + 1]["W"] /= c[None, :]
+            scales[k] *= c
+            worst = max(worst, float(np.max(np.abs(np.log(c)))))
+        if worst < 1e-6:
+            break
+    if max(float(np.max(np.abs(np.log(c)))) for c in scales) <= np.log(_BALANCE_TRIGGER):
+        return None
+    units = [np.ones(spec.layer_sizes[0]), *scales, np.ones(spec.layer_sizes[-1])]
+    parts = []  # W_k → diag(c_k) W_k diag(c_{k−1})⁻¹, b_k → diag(c_k) b_k, in flat order
+    for k, (_, b) in enumerate(spec.layer_shapes()):
+        parts.append((units[k + 1][:, None] / units[k][None, :]).ravel())
+        if b is not None:
+            parts.append(units[k + 1])
+    return np.concatenate(parts)
+
+
 def classify_critical_point(objective: Objective, theta, X, Y, *,
                             spectrum: Spectrum | None = None, global_min: float | None = None,
                             grad_tol: float | None = None, eig_tol: float | None = None,
@@ -303,7 +357,12 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
         ``spec`` is a linear net or ``spec`` is None (the caller vouches for it).
       grad_tol: τ_g; default ``r · max(|L|, ‖H‖₂ ‖θ‖)`` with r = :func:`default_tolerance`.
       eig_tol: τ; default ``r · max|λ|`` (eigenvalues within ±τ count as zero).
-      spec: the model, for symmetry zero modes, ReLU kinks and deep-linear probes.
+      spec: the model, for symmetry zero modes, ReLU kinks and deep-linear probes. With
+        default tolerances and a homogeneous activation, a θ far from balanced is
+        classified at the balanced point of its rescaling orbit (:func:`unit_balancing`;
+        the same function, loss and inertia), where these relative tolerances mean what
+        they say; ``eigenvalues`` and the tolerances are then that point's, ``grad_norm``
+        and the descent direction θ's, and a note says so.
       seed: seeds the random probe directions.
 
     Returns:
@@ -312,6 +371,28 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
     Raises:
       InputError: the loss or its gradient is not finite at θ (no verdict for such points).
     """
+    scales = (unit_balancing(spec, np.asarray(theta))
+              if spec is not None and grad_tol is None and eig_tol is None else None)
+    if scales is None:
+        return _classify(objective, theta, X, Y, spectrum=spectrum, global_min=global_min,
+                         grad_tol=grad_tol, eig_tol=eig_tol, spec=spec, method=method, k=k,
+                         seed=seed, dtype=dtype)
+    if spectrum is not None:  # the caller's spectrum is θ's: compute the same kind there
+        method = spectrum.method
+        k = k if spectrum.complete else max(1, spectrum.eigenvalues.size // 2)
+    theta = jnp.asarray(theta, dtype)
+    grad_norm = float(jnp.linalg.norm(_value_and_grad(objective, theta, jnp.asarray(X, dtype),
+                                                      jnp.asarray(Y, dtype))[1]))
+    balanced = _classify(objective, theta * jnp.asarray(scales, dtype), X, Y, spectrum=None,
+                         global_min=global_min, grad_tol=None, eig_tol=None, spec=spec,
+                         method=method, k=k, seed=seed, dtype=dtype)
+    return _unbalanced(balanced, scales, grad_norm)
+
+
+def _classify(objective: Objective, theta, X, Y, *, spectrum: Spectrum | None,
+              global_min: float | None, grad_tol: float | None, eig_tol: float | None,
+              spec: ModelSpec | None, method: str, k: int, seed: int, dtype) -> CriticalPoint:
+    """:func:`classify_critical_point` at θ as it is (no balancing)."""
     theta = jnp.asarray(theta, dtype)
     X = jnp.asarray(X, dtype)
     Y = jnp.asarray(Y, dtype)
@@ -399,14 +480,22 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
     if spec is not None and spec.kind == "linear" and spec.depth >= 1:
         extra.append(balanced_top_singular_direction(np.asarray(X), np.asarray(Y),
                                                      spec.layer_sizes))
+    # Only a piecewise-linear net has plateaus flat to rounding with a drop past a kink; an
+    # analytic loss (e.g. a deep linear net at its origin, L − L(θ + s d) ∝ s^L) that first
+    # looks flat and then drops is descending to high order.
+    flat = spec is None or spec.activation in _PIECEWISE_LINEAR
     found = _probe(objective, theta, X, Y, _directions(null, n, rng, extra), 1.0, loss,
-                   flat_start=_FLAT_START)
+                   flat_start=_FLAT_START if flat else 0)
     if found is not None:
         return with_direction("degenerate saddle", found,
                               f"PSD Hessian with {n_zero} zero eigenvalue(s), but the loss "
                               f"drops by {found[2]:.2e} at step {found[1]:.2e} along a probed "
                               "direction.")
-    loss_tol = r * max(abs(loss), abs(global_min or 0.0), float(jnp.finfo(dtype).tiny))
+    # Relative to the loss's own scale (that of the zero parameters, ‖Y‖²/2m for a linear
+    # net), so that L ≈ L* ≈ 0 (a nearly exact fit) compares rounding with rounding.
+    loss_scale = abs(float(objective(jnp.zeros_like(theta), X, Y))) if trusted_min else 0.0
+    loss_tol = r * max(abs(loss), abs(global_min or 0.0), loss_scale,
+                       float(jnp.finfo(dtype).tiny))
     if trusted_min and loss > global_min + loss_tol:
         return with_direction("degenerate saddle", None,
                               "PSD Hessian with zero modes and no descent found by probing, "
@@ -431,6 +520,27 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
     return with_direction("degenerate, inconclusive", None,
                           f"PSD Hessian with {n_zero - explained} zero mode(s) that no "
                           "symmetry explains, and no descent found by probing.")
+
+
+def _unbalanced(point: CriticalPoint, scales: np.ndarray, grad_norm: float) -> CriticalPoint:
+    """The verdict at the balanced point s ⊙ θ, restated for θ (see :func:`unit_balancing`).
+
+    A ray ``s ⊙ θ + t d`` is ``s ⊙ (θ + t d / s)`` and the loss is the same on both, so the
+    descent direction at θ is ``d / s`` (normalised, its step rescaled).
+    """
+    direction, step = point.descent_direction, point.descent_step
+    if direction is not None:
+        d = np.asarray(direction) / scales
+        length = float(np.linalg.norm(d))
+        direction = d / length
+        step = None if step is None else step * length
+    lo, hi = float(np.min(scales)), float(np.max(scales))
+    note = (f"θ is far from balanced along its rescaling orbit (per-unit scalings "
+            f"{lo:.2g}–{hi:.2g}): classified at the balanced point, which has the same "
+            f"function, loss and Hessian inertia; there ‖∇L‖ = {point.grad_norm:.2e}, and "
+            "the eigenvalues and tolerances shown are its own.")
+    return dataclasses.replace(point, grad_norm=grad_norm, descent_direction=direction,
+                               descent_step=step, notes=[*point.notes, note])
 
 
 def _index(spectrum: Spectrum, lam: np.ndarray, eig_tol: float, n: int,

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import compute
-from compute._critical import VERDICTS, classify_critical_point
+from compute._critical import VERDICTS, classify_critical_point, unit_balancing
 from compute._datasets import load_dataset
 from compute._hessian import hessian_matrix
 from compute._saddle import find_critical_point
 from compute._theory import deep_linear_global_minimizer, swirszcz_points
-from tests.reference import np_squared_loss
+from tests.reference import fd_hessian, np_squared_loss
 
 
 def _np_linear_loss(theta, X, Y, sizes):
@@ -84,8 +84,10 @@ def test_tolerances_are_relative_to_the_scales():
 
 # --- deep linear nets: THEORY.md §1 ---------------------------------------------------
 
-@pytest.mark.parametrize("widths", [(3, 3), (2, 2, 2)])
+@pytest.mark.parametrize("widths", [(3, 3), (2, 2, 2), (3, 3, 3, 3, 3)])
 def test_origin_of_deep_linear_net_is_a_degenerate_saddle(teacher, widths):
+    # no closed-form L* is passed: the verdict rests on the probe alone (with 5 hidden
+    # layers the loss leaves the origin like s⁶, flat to rounding at the smallest steps)
     X, Y = teacher
     spec, obj = _linear(X, Y, widths)
     theta = jnp.zeros(spec.n_params)
@@ -128,6 +130,63 @@ def test_baldi_hornik_saddle_is_strict_with_the_predicted_loss(teacher):
         assert point.verdict == verdict
         if verdict == "strict saddle":
             assert point.eigenvalues[0] < -1e-3 * np.abs(point.eigenvalues).max()
+
+
+def _bh_point(X, Y, subset, a=1.0):
+    """Baldi–Hornik point of THEORY.md §2, moved along the orbit W_1 → a W_1, W_2 → W_2 / a."""
+    C, G_inv, _, U = _sigma_eigen(X, Y)
+    UI = U[:, list(subset)]
+    return np.concatenate([(a * UI.T @ C @ G_inv).ravel(), (UI / a).ravel()])
+
+
+@pytest.mark.parametrize("subset", [(0, 1), (0, 2), (1, 2)])
+def test_verdicts_do_not_depend_on_the_point_of_the_rescaling_orbit(teacher, subset):
+    """Far along the orbit (a = 30, 300) or with targets in other units (Y × 10³) the
+    negative eigenvalues of a Baldi–Hornik saddle are ~10⁻⁸ of λ_max, below a tolerance
+    relative to λ_max, yet the point is the same saddle: the count of negative eigenvalues
+    must be the one of a finite-difference Hessian at the balanced point (Sylvester)."""
+    X, Y = teacher
+    spec, obj = _linear(X, Y, (2,))
+    sizes = spec.layer_sizes
+    H = fd_hessian(lambda t: _np_linear_loss(t, X, Y, sizes), _bh_point(X, Y, subset))
+    scale = np.abs(np.linalg.eigvalsh(H)).max()
+    expected = int(np.sum(np.linalg.eigvalsh(H) < -1e-4 * scale))
+    verdict = "non-strict local minimum" if subset == (0, 1) else "strict saddle"
+    assert (expected == 0) == (subset == (0, 1))
+    for a, units in ((30.0, 1.0), (300.0, 1.0), (1.0, 1e3)):
+        theta = _bh_point(X, Y * units, subset, a)
+        point = classify_critical_point(obj, theta, X, Y * units, spec=spec)
+        assert point.verdict == verdict, (a, units)
+        assert point.n_negative == expected, (a, units)
+        assert any("far from balanced" in note for note in point.notes)
+        assert point.loss == pytest.approx(
+            _np_linear_loss(theta, X, Y * units, sizes), rel=1e-10)
+    # the balancing itself: same function, every hidden unit's in- and out-norms equal
+    theta = _bh_point(X, Y, subset, 30.0)
+    s = unit_balancing(spec, theta)
+    W1, W2 = (s * theta)[:10].reshape(2, 5), (s * theta)[10:].reshape(3, 2)
+    np.testing.assert_allclose(np.linalg.norm(W1, axis=1), np.linalg.norm(W2, axis=0),
+                               rtol=1e-9)
+    np.testing.assert_allclose(W2 @ W1, theta[10:].reshape(3, 2) @ theta[:10].reshape(2, 5),
+                               rtol=1e-12)
+    assert unit_balancing(spec, s * theta) is None
+
+
+def test_a_non_critical_point_far_along_the_orbit_is_not_critical(teacher):
+    """The global minimum with W_2 nudged is not critical wherever on its orbit it sits
+    (‖θ‖ is then dominated by W_1, ‖H‖ by the W_2 block: a gradient tolerance relative to
+    ‖H‖‖θ‖ alone would call it critical); the descent direction reported for θ goes down."""
+    X, Y = teacher
+    spec, obj = _linear(X, Y, (2,))
+    sizes = spec.layer_sizes
+    for a in (1.0, 30.0, 300.0):
+        theta = _bh_point(X, Y, (0, 1), a)
+        theta[10:] += 3e-3 / a
+        point = classify_critical_point(obj, theta, X, Y, spec=spec)
+        assert point.verdict == "not critical", a
+        base = _np_linear_loss(theta, X, Y, sizes)
+        step = 1e-4 / np.linalg.norm(np.asarray(point.descent_direction))
+        assert _np_linear_loss(theta + step * point.descent_direction, X, Y, sizes) < base
 
 
 def test_closed_form_global_minimum_is_a_minimum(teacher):
@@ -196,8 +255,11 @@ def test_swirszcz_d1_local_minimum_is_classified_a_local_minimum():
 # --- the saddle finder -----------------------------------------------------------------
 
 @pytest.mark.parametrize("method", ["levenberg_marquardt", "newton_abs"])
-def test_saddle_finder_converges_to_a_baldi_hornik_saddle(teacher, method):
-    X, Y = teacher
+@pytest.mark.parametrize("units", [1.0, 1e-5])
+def test_saddle_finder_converges_to_a_baldi_hornik_saddle(teacher, method, units):
+    # units: X and Y in other units scale L, ∇L and H by units²; the finder must not
+    # mistake the smaller gradients for convergence
+    X, Y = (units * a for a in teacher)
     m = X.shape[0]
     C, G_inv, lam, U = _sigma_eigen(X, Y)
     spec, obj = _linear(X, Y, (2,))
