@@ -101,6 +101,7 @@ def load_problem(args: argparse.Namespace) -> Problem:
     """Build the :class:`Problem` that the shared options describe."""
     from compute._backend import resolve_dtype
     from compute._datasets import load_dataset
+    from compute._losses import check_targets
     from compute._models import init_params, make_model, params_from_arrays, spec_from_arrays
 
     dtype = resolve_dtype(args.precision)
@@ -108,6 +109,7 @@ def load_problem(args: argparse.Namespace) -> Problem:
     dataset = load_dataset(args.data, seed=args.seed, n_samples=args.n_samples,
                            noise=args.noise, preprocess=args.preprocess,
                            target_columns=targets, one_hot=not args.signed_targets)
+    check_targets(args.loss, dataset.Y, args.data)
     d_x, d_y = dataset.X.shape[1], dataset.Y.shape[1]
     if args.weights:
         arrays = load_weights_file(args.weights)

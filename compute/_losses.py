@@ -35,6 +35,24 @@ def cross_entropy_loss(pred: jax.Array, Y: jax.Array) -> jax.Array:
 _LOSS_FUNCTIONS = {"squared": squared_loss, "cross_entropy": cross_entropy_loss}
 
 
+def target_kind(Y) -> str:
+    """``"one_hot"`` (rows of 0/1 with one 1), ``"signed"`` (one column of ±1) or ``"real"``."""
+    Y = np.asarray(Y)
+    if Y.shape[1] == 1 and np.all(np.abs(Y) == 1):
+        return "signed"
+    if Y.shape[1] >= 2 and np.all((Y == 0) | (Y == 1)) and np.all(Y.sum(axis=1) == 1):
+        return "one_hot"
+    return "real"
+
+
+def check_targets(loss: str, Y, name: str) -> None:
+    """InputError unless the targets ``Y`` (m, d_y) of the dataset ``name`` suit ``loss``:
+    cross-entropy needs one-hot rows or one ±1 column (on real targets it is meaningless)."""
+    if loss == "cross_entropy" and target_kind(Y) == "real":
+        raise InputError(f"cross-entropy needs class targets (one-hot rows or one ±1 column), "
+                         f"but {name!r} has real-valued targets; use the squared loss.")
+
+
 def loss_function(name: str) -> Callable[[jax.Array, jax.Array], jax.Array]:
     """The loss ``(pred, Y) -> scalar`` called ``name``."""
     if name not in _LOSS_FUNCTIONS:

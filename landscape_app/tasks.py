@@ -45,7 +45,7 @@ from compute._limits import (
     MAX_WEIGHT_ROWS,
     MEMORY_BUDGET_BYTES,
 )
-from compute._losses import flat_objective, sufficient_data
+from compute._losses import check_targets, flat_objective, sufficient_data, target_kind
 from compute._models import flatten_params, init_params, make_model
 from landscape_app.settings import (
     canonical_key,
@@ -105,23 +105,10 @@ def _load_data(s: Mapping):
             raise InputError("the uploaded dataset is no longer on the server; upload it again.")
         shown = info["filename"] if info["filename"].endswith(path.suffix) else path.name
         dataset = load_dataset_bytes(path.read_bytes(), shown, preprocess=s["preprocess"])
-        if s["loss"] == "cross_entropy" and _target_kind(dataset.Y) == "real":
-            raise InputError(f"cross-entropy needs class targets (one-hot rows or one ±1 "
-                             f"column), but {shown!r} has real-valued targets; use the "
-                             "squared loss.")
+        check_targets(s["loss"], dataset.Y, shown)
         return dataset
     return load_dataset(name, seed=s["data_seed"], n_samples=s["n_samples"], noise=s["noise"],
                         one_hot=not s["signed_targets"], preprocess=s["preprocess"])
-
-
-def _target_kind(Y: np.ndarray) -> str:
-    """"one_hot" (rows of 0/1 with one 1), "signed" (one column of ±1) or "real"."""
-    Y = np.asarray(Y)
-    if Y.shape[1] == 1 and np.all(np.abs(Y) == 1):
-        return "signed"
-    if Y.shape[1] >= 2 and np.all((Y == 0) | (Y == 1)) and np.all(Y.sum(axis=1) == 1):
-        return "one_hot"
-    return "real"
 
 
 @functools.lru_cache(maxsize=64)
@@ -845,7 +832,7 @@ def dataset_info_task(raw: Mapping, progress: ProgressFn) -> dict:
         name = path.name
     dataset = load_dataset_bytes(path.read_bytes(), name)
     return {"rows": dataset.n_samples, "d_x": dataset.d_x, "d_y": dataset.d_y,
-            "targets": _target_kind(dataset.Y), "description": dataset.description}
+            "targets": target_kind(dataset.Y), "description": dataset.description}
 
 
 # --------------------------------------------------------------------------- dispatch

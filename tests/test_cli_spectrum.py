@@ -86,6 +86,7 @@ def test_lanczos_spectrum_with_density(tmp_path):
     (["--model", "mlp", "--widths", "64,64", "--method", "exact"], "lanczos"),
     (["--model", "linear", "--k", "0"], "--k"),
     (["--model", "linear", "--slq-sigma", "-1"], "--slq-sigma"),
+    (["--model", "mlp", "--widths", "3", "--loss", "cross_entropy"], "real-valued targets"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, extra, message):
     proc = _run("--data", "linear_teacher", *extra, "--out", str(tmp_path / "o.json"))
