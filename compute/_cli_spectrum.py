@@ -123,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
                                 slq_sigma=args.slq_sigma, dtype=dtype)
     point = classify_critical_point(objective, theta, X, Y, spectrum=spectrum,
                                     global_min=global_min, grad_tol=args.grad_tol,
-                                    eig_tol=args.eig_tol, spec=spec, seed=args.seed,
+                                    eig_tol=args.eig_tol, spec=spec, loss=problem.loss,
+                                    seed=args.seed,
                                     dtype=dtype)
     induced = None
     if problem.loss == "squared" and Y.size * n <= _MAX_INDUCED_ENTRIES:

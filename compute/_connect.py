@@ -317,7 +317,8 @@ def classify_path_peak(spec: ModelSpec, loss: str, path: MinimumPath, X, Y, *,
                                     same_ok=True)
     objective = flat_objective(spec, loss)
     theta, info = find_critical_point(objective, start, X, Y, method=method,
-                                      max_steps=max_steps, spec=spec, global_min=global_min,
+                                      max_steps=max_steps, spec=spec, loss=loss,
+                                      global_min=global_min,
                                       dtype=dtype)
     verdict = info.classification
     return PathPeak(verdict=verdict.verdict, loss=verdict.loss, grad_norm=verdict.grad_norm,

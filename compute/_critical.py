@@ -250,10 +250,13 @@ def _symmetry_tangents(spec: ModelSpec, theta: np.ndarray):
     return (np.array(tangents).T if tangents else np.zeros((n, 0))), names
 
 
-def _output_fibre_tangent(spec: ModelSpec, theta, X, dtype, rng) -> np.ndarray | None:
+def _output_fibre_tangent(spec: ModelSpec, theta, X, dtype, rng, *, centred: bool = False
+                          ) -> np.ndarray | None:
     """null(J) (n, k) if the outputs' fibre is a manifold near θ, else None.
 
-    J (m·d_y, n) is the Jacobian of the outputs on the data. If its rank is the same at θ
+    J (m·d_y, n) is the Jacobian of the outputs on the data (``centred``: of the outputs
+    minus their mean over the d_y classes, all that softmax cross-entropy sees, since a
+    shift common to every logit of a sample leaves it unchanged). If its rank is the same at θ
     and at three random points 10⁻⁴‖θ‖ away, the set of parameters with the same outputs
     is a manifold near θ with tangent space null(J) (constant-rank theorem), and the loss
     is constant on it. None when J is too large or the rank changes (e.g. at the origin
@@ -263,7 +266,12 @@ def _output_fibre_tangent(spec: ModelSpec, theta, X, dtype, rng) -> np.ndarray |
     if X.shape[0] * spec.layer_sizes[-1] * n > _MAX_TANGENT_ENTRIES:
         return None
     Xj = jnp.asarray(X, dtype)
-    jac = jax.jit(jax.jacfwd(lambda t: forward(spec, unflatten_params(spec, t), Xj).reshape(-1)))
+
+    def outputs(t):
+        out = forward(spec, unflatten_params(spec, t), Xj)
+        return (out - jnp.mean(out, axis=1, keepdims=True) if centred else out).reshape(-1)
+
+    jac = jax.jit(jax.jacfwd(outputs))
 
     def rank_and_null(t):
         J = np.asarray(jac(jnp.asarray(t, dtype)), dtype=np.float64)
@@ -344,8 +352,9 @@ def unit_balancing(spec: ModelSpec, theta) -> np.ndarray | None:
 def classify_critical_point(objective: Objective, theta, X, Y, *,
                             spectrum: Spectrum | None = None, global_min: float | None = None,
                             grad_tol: float | None = None, eig_tol: float | None = None,
-                            spec: ModelSpec | None = None, method: str = "auto", k: int = 5,
-                            seed: int = 0, dtype=jnp.float64) -> CriticalPoint:
+                            spec: ModelSpec | None = None, loss: str | None = None,
+                            method: str = "auto", k: int = 5, seed: int = 0,
+                            dtype=jnp.float64) -> CriticalPoint:
     """Classify θ as a critical point (see the module docstring for the rule).
 
     Args:
@@ -363,6 +372,8 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
         the same function, loss and inertia), where these relative tolerances mean what
         they say; ``eigenvalues`` and the tolerances are then that point's, ``grad_norm``
         and the descent direction θ's, and a note says so.
+      loss: the loss's name, for its own symmetry: softmax cross-entropy
+        (``"cross_entropy"``, d_y ≥ 2) is unchanged by a shift common to all logits.
       seed: seeds the random probe directions.
 
     Returns:
@@ -375,8 +386,8 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
               if spec is not None and grad_tol is None and eig_tol is None else None)
     if scales is None:
         return _classify(objective, theta, X, Y, spectrum=spectrum, global_min=global_min,
-                         grad_tol=grad_tol, eig_tol=eig_tol, spec=spec, method=method, k=k,
-                         seed=seed, dtype=dtype)
+                         grad_tol=grad_tol, eig_tol=eig_tol, spec=spec, loss_name=loss,
+                         method=method, k=k, seed=seed, dtype=dtype)
     if spectrum is not None:  # the caller's spectrum is θ's: compute the same kind there
         method = spectrum.method
         k = k if spectrum.complete else max(1, spectrum.eigenvalues.size // 2)
@@ -385,13 +396,14 @@ def classify_critical_point(objective: Objective, theta, X, Y, *,
                                                       jnp.asarray(Y, dtype))[1]))
     balanced = _classify(objective, theta * jnp.asarray(scales, dtype), X, Y, spectrum=None,
                          global_min=global_min, grad_tol=None, eig_tol=None, spec=spec,
-                         method=method, k=k, seed=seed, dtype=dtype)
+                         loss_name=loss, method=method, k=k, seed=seed, dtype=dtype)
     return _unbalanced(balanced, scales, grad_norm)
 
 
 def _classify(objective: Objective, theta, X, Y, *, spectrum: Spectrum | None,
               global_min: float | None, grad_tol: float | None, eig_tol: float | None,
-              spec: ModelSpec | None, method: str, k: int, seed: int, dtype) -> CriticalPoint:
+              spec: ModelSpec | None, loss_name: str | None, method: str, k: int,
+              seed: int, dtype) -> CriticalPoint:
     """:func:`classify_critical_point` at θ as it is (no balancing)."""
     theta = jnp.asarray(theta, dtype)
     X = jnp.asarray(X, dtype)
@@ -506,11 +518,15 @@ def _classify(objective: Objective, theta, X, Y, *, spectrum: Spectrum | None,
                               "PSD Hessian with zero modes at the known global minimum value.")
     certified = null_known and vecs is not None and explained == n_zero
     if null_known and vecs is not None and not certified and spec is not None:
-        fibre = _output_fibre_tangent(spec, np.asarray(theta), np.asarray(X), dtype, rng)
+        softmax = loss_name == "cross_entropy" and spec.layer_sizes[-1] >= 2
+        fibre = _output_fibre_tangent(spec, np.asarray(theta), np.asarray(X), dtype, rng,
+                                      centred=softmax)
         certified = fibre is not None and _explained_dimensions(null, fibre) == n_zero
         if certified:
-            notes.append("every zero mode keeps the outputs on the data unchanged, and the "
-                         "set of such parameters is a manifold here.")
+            notes.append("every zero mode keeps the outputs on the data unchanged"
+                         + (" up to a shift common to all logits (softmax ignores it)"
+                            if softmax else "")
+                         + ", and the set of such parameters is a manifold here.")
     if certified:
         return with_direction("non-strict local minimum", None,
                               f"PSD Hessian whose {n_zero} zero mode(s) all run along a "

@@ -90,7 +90,8 @@ def _hessian_norm_estimate(objective, theta, X, Y, g) -> float:
 def find_critical_point(objective: Objective, theta0, X, Y, *,
                         method: str = "levenberg_marquardt", max_steps: int = 100,
                         tol: float | None = None, spec: ModelSpec | None = None,
-                        global_min: float | None = None, classify: bool = True,
+                        loss: str | None = None, global_min: float | None = None,
+                        classify: bool = True,
                         dtype=jnp.float64) -> tuple[np.ndarray, CriticalPointSearch]:
     """Converge from ``theta0`` to a nearby critical point by minimising ``½‖∇L‖²``.
 
@@ -103,7 +104,7 @@ def find_critical_point(objective: Objective, theta0, X, Y, *,
         r = :func:`compute.default_tolerance` (1e-10 relative in float64), ‖H‖ estimated by
         two Hessian-vector products: the classifier's gradient test, 10⁴ times tighter, and
         like it unchanged when the data (hence L, ∇L and H) are rescaled.
-      spec, global_min: passed to :func:`classify_critical_point` for the verdict.
+      spec, loss, global_min: passed to :func:`classify_critical_point` for the verdict.
       classify: classify the end point.
 
     Returns:
@@ -162,7 +163,8 @@ def find_critical_point(objective: Objective, theta0, X, Y, *,
         else:
             break  # no damping lowered ‖∇L‖: stalled
     result = np.asarray(theta, dtype=np.float64)
-    verdict = (classify_critical_point(objective, theta, X, Y, spec=spec, global_min=global_min,
+    verdict = (classify_critical_point(objective, theta, X, Y, spec=spec, loss=loss,
+                                       global_min=global_min,
                                        dtype=dtype) if classify else None)
     info = CriticalPointSearch(method, steps, norms[-1] <= tol, float(tol), norms[-1],
                                losses[-1], np.array(norms), np.array(losses),

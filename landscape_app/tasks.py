@@ -619,8 +619,8 @@ def _classify(s: Mapping, problem: Problem, theta: np.ndarray, spectrum=None):
 
     return classify_critical_point(problem.objective, theta, *problem.curvature_data,
                                    spectrum=spectrum, global_min=_global_min(s, problem),
-                                   spec=problem.spec, method=s["spectrum_method"], k=s["k"],
-                                   seed=s["seed"])
+                                   spec=problem.spec, loss=problem.loss,
+                                   method=s["spectrum_method"], k=s["k"], seed=s["seed"])
 
 
 def _critical_summary(cp) -> dict:
@@ -690,7 +690,8 @@ def critical_point_task(s: Mapping, progress: ProgressFn) -> dict:
     progress(0.5, "searching for a critical point")
     global_min = _global_min(s, problem)
     point, search = find_critical_point(problem.objective, theta, *problem.curvature_data,
-                                        spec=problem.spec, global_min=global_min)
+                                        spec=problem.spec, loss=problem.loss,
+                                        global_min=global_min)
     point = _f64(point)
     progress(0.9, "classifying")
     payload = {"start_step": step, "start_plane_point": _plane_point(s),

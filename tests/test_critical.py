@@ -308,3 +308,32 @@ def test_a_dead_relu_unit_with_the_mean_output_is_a_local_minimum():
     # a bad one: THEORY.md's global minimum (w, b, v, c) = (−1, 0, 3, 0) is lower (14 / 2m)
     assert float(objective(np.array([-1.0, 0.0, 3.0, 0.0]), X, Y)) == pytest.approx(1.4)
     assert cp.loss > 1.4 + 0.5
+
+
+def test_a_cross_entropy_minimum_is_a_manifold_of_minima():
+    """Softmax cross-entropy sees logits only up to a shift common to all classes, so an
+    affine two-class model realised by a 2-2-2 MLP with biases (identity activation) has 9
+    flat directions at its minimum: 4 of the hidden layer's rescaling, 2 of the hidden bias
+    absorbed by the output bias, 3 of the logit shift. The minimum comes from scipy's
+    multinomial logistic regression (convex), written into the MLP with W_1 = I, b_1 = 0."""
+    from scipy.optimize import minimize
+
+    ds = load_dataset("two_moons", seed=0, noise=0.3)
+    X, Y = ds.X, ds.Y
+
+    def np_cross_entropy(w):        # the class-1 logit minus the class-0 logit: a·x + c
+        z = X @ w[:2] + w[2]
+        return float(np.mean(np.logaddexp(0, z) - Y[:, 1] * z))
+
+    w = minimize(np_cross_entropy, np.zeros(3), method="BFGS", options={"gtol": 1e-12}).x
+    theta = np.r_[np.eye(2).ravel(), 0.0, 0.0, np.r_[0.0, 0.0, w[:2]], 0.0, w[2]]
+    spec = compute.make_model("mlp", 2, 2, (2,), activation="identity")
+    obj = compute.flat_objective(spec, "cross_entropy")
+    point = classify_critical_point(obj, theta, X, Y, spec=spec, loss="cross_entropy")
+    assert point.loss == pytest.approx(np_cross_entropy(w), rel=1e-12)
+    assert point.verdict == "non-strict local minimum"
+    assert point.n_zero == 9 and point.n_negative == 0
+    assert any("shift common to all logits" in note for note in point.notes)
+    # without the loss's name the logit shift is not known to be a symmetry
+    assert classify_critical_point(obj, theta, X, Y, spec=spec).verdict == (
+        "degenerate, inconclusive")
