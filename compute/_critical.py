@@ -20,10 +20,17 @@ Verdicts (:data:`VERDICTS`) and the rule that picks one, with ``τ_g`` the gradi
       path exists, none was found by probing);
    c. the loss equals that ``L*`` → **non-strict local minimum** (a global one);
    d. the whole null space lies along the model's continuous symmetries (rescaling of
-      ReLU / linear hidden units, dead ReLU units), so the minimum is a manifold whose
-      transverse Hessian is positive definite (Morse–Bott) → **non-strict local minimum**;
+      ReLU / linear hidden units, dead ReLU units, parameters that leave the outputs on the
+      data unchanged, or for softmax cross-entropy unchanged up to a common logit shift),
+      so the minimum is a manifold whose transverse Hessian is positive definite
+      (Morse–Bott) → **non-strict local minimum**;
    e. otherwise → **degenerate, inconclusive** (e.g. ``x² + y⁴``: a minimum only a
       fourth-order argument can show).
+
+The tolerances are relative to ‖H‖ and ‖θ‖, which a rescaling of hidden units changes
+while leaving the function, the loss and the Hessian's inertia alone; so a point far from
+balanced along its rescaling orbit is classified at the balanced point of that orbit
+(:func:`unit_balancing`), and the verdict is the same wherever on the orbit θ sits.
 
 "non-strict local minimum" is a seventh verdict beyond the issue's six: a PSD Hessian with
 symmetry zero modes at a true minimum (the global minimum of a deep linear net, Świrszcz's
