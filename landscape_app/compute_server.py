@@ -27,10 +27,12 @@ Protocol (one connection per request; every message is bytes, never pickle):
   ``J{"op": "shutdown"}`` stops it.
 
 Robustness. If the client disconnects (cancel button, killed job child), the job stops at
-its next progress point; a job past its time budget stops there too. Jobs run on threads
-with at most ``LANDSCAPE_COMPUTE_CONCURRENCY`` (default 2) at once, so pings and small
-requests are answered while a big job runs. If the server dies, the next request starts a
-new one. The server exits by itself once idle when every process that used it has exited
+its next progress point; a job past its time budget stops there too (time spent waiting
+for its turn does not count). Jobs run on threads with at most
+``LANDSCAPE_COMPUTE_CONCURRENCY`` (default 2) at once, so pings are answered while a big
+job runs; on the CPU they then compute one at a time (see ``tasks.run``: concurrent XLA CPU
+executions can deadlock), the next one waiting. If the server dies, the next request
+starts a new one. The server exits by itself once idle when every process that used it has exited
 (or released it at exit), so nothing is left behind.
 
 Environment: ``LANDSCAPE_INPROCESS=1`` makes :func:`run_task` run tasks in the calling
@@ -88,6 +90,9 @@ _ROOT = Path(__file__).resolve().parents[1]
 _SERVER_MODULE = "landscape_app.compute_server"
 DEFAULT_BUDGET_S = 120.0
 _GRACE_S = 15.0           # the client waits this much past the budget before giving up
+# The progress text of a job that waits for its turn (a slot here, or the CPU turn of
+# landscape_app.tasks.run): the time budget starts anew once the job computes, on both sides.
+QUEUED_TEXT = "waiting for the computation ahead of this one"
 _START_TIMEOUT_S = 90.0   # a cold start imports JAX (and may compile)
 _MAX_REQUEST_BYTES = 1 << 20
 _PROGRESS_INTERVAL_S = 0.1
@@ -369,7 +374,7 @@ class _Server:
         budget = request.get("budget_s")
         if not isinstance(budget, (int, float)) or not 0 < budget <= 24 * 3600:
             budget = _time_budget()
-        deadline = time.monotonic() + budget
+        deadline = [time.monotonic() + budget]
         last_sent = [0.0]
 
         def check() -> None:
@@ -379,10 +384,13 @@ class _Server:
                 except (EOFError, OSError):
                     pass
                 raise _Cancelled
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline[0]:
                 raise _OverBudget
 
         def progress(fraction: float, text: str = "") -> None:
+            queued = text == QUEUED_TEXT
+            if queued:  # waiting is not computing: the budget counts from the turn on
+                deadline[0] = time.monotonic() + budget
             check()
             now = time.monotonic()
             if now - last_sent[0] < _PROGRESS_INTERVAL_S and fraction < 1:
@@ -390,13 +398,13 @@ class _Server:
             last_sent[0] = now
             try:
                 _send_json(conn, {"type": "progress", "fraction": float(fraction),
-                                  "text": str(text)[:200]})
+                                  "text": str(text)[:200], "queued": queued})
             except OSError:
                 raise _Cancelled from None
 
         try:
             while not self.slots.acquire(timeout=0.25):
-                progress(0.0, "waiting for a free compute slot")
+                progress(0.0, QUEUED_TEXT)
             try:
                 with self.lock:
                     self.active += 1
@@ -677,6 +685,8 @@ class ComputeClient:
                 if kind == "result":
                     return message
                 if message.get("type") == "progress":
+                    if message.get("queued") is True:  # the server's budget restarts too
+                        deadline = time.monotonic() + budget + _GRACE_S
                     if progress is not None:
                         progress(float(message.get("fraction", 0.0)),
                                  str(message.get("text", "")))
@@ -802,10 +812,12 @@ def run_task_bytes(name: str, settings: Mapping, progress: ProgressFn | None = N
     from landscape_app import tasks
 
     budget = _time_budget() if budget_s is None else float(budget_s)
-    deadline = time.monotonic() + budget
+    deadline = [time.monotonic() + budget]
 
     def timed_progress(fraction: float, text: str = "") -> None:
-        if time.monotonic() > deadline:
+        if text == QUEUED_TEXT:
+            deadline[0] = time.monotonic() + budget
+        if time.monotonic() > deadline[0]:
             raise _OverBudget
         if progress is not None:
             try:

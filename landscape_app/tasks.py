@@ -19,6 +19,7 @@ share one training run.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -47,6 +48,7 @@ from compute._limits import (
 )
 from compute._losses import check_targets, flat_objective, sufficient_data, target_kind
 from compute._models import flatten_params, init_params, make_model
+from landscape_app.compute_server import QUEUED_TEXT
 from landscape_app.settings import (
     canonical_key,
     has_plane_point,
@@ -879,10 +881,33 @@ _test_state: dict = {}
 TEST_TASKS = {"_sleep": _sleep_task, "_fail": _fail_task, "_stats": _stats_task}
 
 
+# jaxlib's batched LAPACK kernels (eigh, tridiagonal solves, … under vmap) spread a batch
+# over XLA's CPU thread pool and wait for it from a thread of that pool, so two computations
+# doing so at once can wedge the pool for good: on 2 cores two Morse-index maps hung the
+# compute server (jaxlib 0.10.2; OPENBLAS_NUM_THREADS=1 or --xla_cpu_multi_thread_eigen=false
+# do not prevent it). On the CPU a process therefore computes one task at a time.
+_CPU_TURN = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cpu_turn(progress: ProgressFn):
+    """Hold this process's CPU turn (see ``_CPU_TURN``); reports the wait as queued."""
+    if compute.device_info()["platform"] != "cpu":
+        yield
+        return
+    while not _CPU_TURN.acquire(timeout=0.25):
+        progress(0.0, QUEUED_TEXT)
+    try:
+        yield
+    finally:
+        _CPU_TURN.release()
+
+
 def run(name: str, settings: object, progress: ProgressFn) -> dict:
     """Validate ``settings`` and run the task ``name``; InputError for bad requests."""
     if isinstance(name, str) and name in RAW_TASKS:
-        return RAW_TASKS[name](settings if isinstance(settings, Mapping) else {}, progress)
+        with _cpu_turn(progress):
+            return RAW_TASKS[name](settings if isinstance(settings, Mapping) else {}, progress)
     if isinstance(name, str) and name in TEST_TASKS \
             and os.environ.get("LANDSCAPE_TEST_TASKS") == "1":
         return TEST_TASKS[name](settings if isinstance(settings, Mapping) else {}, progress)
@@ -891,7 +916,8 @@ def run(name: str, settings: object, progress: ProgressFn) -> dict:
     clean, errors = validate_settings(settings)
     if errors:
         raise InputError(" ".join(f"{msg}" for msg in errors.values()))
-    return TASKS[name](clean, progress)
+    with _cpu_turn(progress):
+        return TASKS[name](clean, progress)
 
 
 # The Explore views' tasks (landscape_app/explore/*_task.py) build on the helpers above, so

@@ -245,6 +245,54 @@ def test_two_clients_at_once_and_pings_during_jobs(server):
     assert _slept() == before + 3
 
 
+def test_time_waiting_for_a_turn_does_not_count_against_the_budget(server):
+    """Three 1 s jobs with a 1.5 s budget and two slots: the third waits about 1 s for a
+    slot, then sleeps 1 s; it must not be stopped as over budget."""
+    results, errors = [], []
+
+    def job():
+        try:
+            results.append(cs.run_task("_sleep", {"seconds": 1.0}, budget_s=1.5))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 3
+
+
+@pytest.mark.slow
+def test_two_index_maps_at_once_both_finish(server):
+    """Two Morse-index maps at once each diagonalise a batch of Hessians; jaxlib spreads such
+    a batch over XLA's CPU pool, and two of them wedged the pool and the server for good.
+    Both must finish, with a full map of Morse indices in [0, n]."""
+    settings = [{**DEFAULTS, "explore": "index_map", "imap_grid": 31, "seed": seed}
+                for seed in (61, 62)]
+    results, errors = {}, []
+
+    def job(s):
+        try:
+            results[s["seed"]] = cs.run_task("index_map", s, budget_s=120)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=job, args=(s,), daemon=True) for s in settings]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "the index maps hung"
+    assert not errors, errors
+    for payload in results.values():
+        index = np.asarray(payload["index"])
+        assert index.shape == (31, 31)
+        assert np.all((index >= 0) & (index <= payload["n_params"]))
+    assert cs.run_task("_sleep", {"seconds": 0.01})["slept"] == 0.01  # still serving
+
+
 # --------------------------------------------------------------------------- restarts
 
 
