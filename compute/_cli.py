@@ -9,9 +9,11 @@ exposes ``add_arguments(parser)`` and ``run(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,17 +129,58 @@ def load_problem(args: argparse.Namespace) -> Problem:
     return Problem(spec, params, dataset, args.loss, dtype)
 
 
+def check_output(path: str) -> None:
+    """InputError unless ``path`` can be written, checked before any computation.
+
+    Creates nothing that outlives the check: missing parent folders are only created when
+    the result is written, and a probe file in the nearest existing folder is removed.
+    """
+    if not path or not path.strip():
+        raise InputError("--out must name a file, got an empty path.")
+    target = Path(path)
+    try:
+        if path.endswith(("/", os.sep)) or target.is_dir():
+            raise InputError(f"cannot write {path}: it is a folder; name a file in it.")
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"cannot write {path}: {folder} is not a folder.")
+        if target.exists():
+            if not os.access(target, os.W_OK):
+                raise InputError(f"cannot write {path}: permission denied.")
+            return
+        # Permission bits do not tell (root, read-only or virtual file systems like /proc):
+        # try to create a file where the output will go.
+        fd, probe = tempfile.mkstemp(prefix=".landscape-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
+
+
 def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` as JSON (NaN/inf become null), creating parent folders."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_json_safe(payload), indent=1))
+    text = json.dumps(_json_safe(payload), indent=1)
+    _write(path, lambda f: f.write(text.encode()))
 
 
 def write_npz(path: str, **arrays) -> None:
     """``np.savez`` to ``path`` exactly (numpy would append ``.npz`` to other names)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    _write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def _write(path: str, fill) -> None:
+    """Create parent folders, write with ``fill(file)``; a failed write leaves no file."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            fill(f)
+    except OSError as exc:
+        if Path(path).is_file():  # truncated or half written: worse than none
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def _json_safe(value):
@@ -175,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)  # fail before the computation, not after it
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"python -m compute {args.command}: error: {exc}", file=sys.stderr)

@@ -85,14 +85,11 @@ def run(args: argparse.Namespace) -> int:
                         method=method, dtype=problem.dtype)
     seconds = time.perf_counter() - start
     names = list(plane.marks)
-    try:
-        write_npz(args.out, alpha=alphas, beta=betas, loss=loss, center=plane.center,
-                  direction1=plane.direction1, direction2=plane.direction2,
-                  method=np.array(method), plane=np.array(args.plane),
-                  seconds=np.array(seconds), mark_names=np.array(names, dtype=str),
-                  mark_coords=np.array([plane.marks[k] for k in names], dtype=np.float64))
-    except OSError as exc:
-        raise InputError(f"cannot write {args.out}: {exc.strerror or exc}.") from None
+    write_npz(args.out, alpha=alphas, beta=betas, loss=loss, center=plane.center,
+              direction1=plane.direction1, direction2=plane.direction2,
+              method=np.array(method), plane=np.array(args.plane),
+              seconds=np.array(seconds), mark_names=np.array(names, dtype=str),
+              mark_coords=np.array([plane.marks[k] for k in names], dtype=np.float64))
     shape = f"{len(betas)}×{len(alphas)}"
     print(f"wrote {args.out}: loss on a {shape} {args.plane} plane ({method}, "
           f"{seconds:.2f} s), min {np.nanmin(loss):.6g}, max {np.nanmax(loss):.6g}")

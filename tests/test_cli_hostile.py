@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from compute import _cli_path, _cli_spectrum, _cli_surface
 from compute._cli import main
 from compute._limits import (
     MAX_DEPTH,
@@ -411,6 +412,47 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
     blocker.write_text("x")
     argv = ["surface", *SMALL, "--grid", "3", "--out", str(blocker / "sub" / "s.npz")]
     assert_one_line_error(*run_main(argv, capsys))
+
+
+UNWRITABLE = {
+    "a folder": lambda tmp: str(tmp),
+    "a folder with a slash": lambda tmp: str(tmp) + "/",
+    "empty": lambda tmp: "",
+    "under a regular file": lambda tmp: str(tmp / "file" / "sub" / "out.x"),
+    "in /proc": lambda tmp: "/proc/landscape-test/out.x",
+}
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+@pytest.mark.parametrize("where", sorted(UNWRITABLE))
+def test_unwritable_output_fails_before_the_computation(command, where, tmp_path, capsys,
+                                                         monkeypatch):
+    if where == "in /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "file").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    module = {"surface": _cli_surface, "spectrum": _cli_spectrum, "path": _cli_path}[command]
+
+    def no_computation(args):
+        raise AssertionError("the computation started although --out cannot be written")
+
+    monkeypatch.setattr(module, "load_problem", no_computation)
+    argv = [*base(command, tmp_path)[:-1], UNWRITABLE[where](tmp_path)]
+    code, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "--out" if where == "empty" else "cannot write")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no probe left behind
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_missing_output_folders_are_created_only_for_a_result(command, tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "result.out"
+    argv = [*base(command, tmp_path)[:-1], str(out)]
+    code, err = run_main([*argv, "--seed", "-1"], capsys)  # bad input: no folders appear
+    assert_one_line_error(code, err, "seed")
+    assert not (tmp_path / "new").exists()
+    code, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert out.is_file()
 
 
 # --------------------------------------------------------------------------- real processes
