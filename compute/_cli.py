@@ -89,14 +89,10 @@ def add_problem_arguments(parser: argparse.ArgumentParser, *, init: bool = False
 
 
 def load_weights_file(path: str) -> dict[str, np.ndarray]:
-    """Arrays of a weights ``.npz`` (never unpickles anything)."""
-    if not os.path.isfile(path):
-        raise InputError(f"weights file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read weights file {path}: {exc}") from None
+    """Arrays of a weights ``.npz`` (the dataset loader's safe reading; never unpickles)."""
+    from compute._datasets import load_npz_file
+
+    return load_npz_file(path, what="weights file", example="W1=..., b1=..., W2=...")
 
 
 def load_problem(args: argparse.Namespace) -> Problem:

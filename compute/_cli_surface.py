@@ -12,7 +12,6 @@ Contract (README): ``python -m compute surface --data D --weights W.npz --model 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -114,19 +113,11 @@ def _make_plane(args: argparse.Namespace, spec, theta: np.ndarray):
 
 def _load_points(path: str, n_params: int) -> list[np.ndarray]:
     """``p0, p1, p2`` from an .npz, each a flat vector of the model's parameters."""
-    if not os.path.isfile(path):
-        raise InputError(f"points file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("p0", "p1", "p2") if k not in data.files]
-            if missing:
-                raise InputError(f"the points file must hold p0, p1 and p2; "
-                                 f"missing {', '.join(missing)}.")
-            points = [np.asarray(data[k]) for k in ("p0", "p1", "p2")]
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read points file {path}: {exc}") from None
+    from compute._datasets import load_npz_file
+
+    arrays = load_npz_file(path, what="points file", example="p0=..., p1=..., p2=...",
+                           keys=("p0", "p1", "p2"))
+    points = [arrays[k] for k in ("p0", "p1", "p2")]
     for name, p in zip(("p0", "p1", "p2"), points, strict=True):
         if p.dtype.kind not in "iuf" or p.size != n_params:
             raise InputError(f"{name} must be a flat vector of the model's {n_params} "

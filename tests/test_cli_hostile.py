@@ -396,6 +396,36 @@ def test_bad_points_exit_2(points, tmp_path, capsys):
     assert_one_line_error(*run_main(argv, capsys))
 
 
+def _not_an_archive(kind: str, path: Path) -> Path:
+    """A weights/points file that is no zip archive at all."""
+    if kind == "npy-renamed":
+        with open(path, "wb") as f:  # np.save would append .npy to the name
+            np.save(f, np.zeros((2, 2)))
+    elif kind == "csv":
+        path.write_text("W1,W2\n1,2\n3,4\n")
+    else:
+        path.write_bytes(MALFORMED[kind])
+    return path
+
+
+FILE_OPTIONS = [("surface", "--weights"), ("spectrum", "--weights"), ("path", "--weights"),
+                ("surface", "--points")]
+
+
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+@pytest.mark.parametrize("kind", ["npy-renamed", "csv", "not-a-zip.npz", "garbage.npz",
+                                  "empty.npz"])
+def test_weights_or_points_that_are_no_npz_archive_exit_2(command, option, kind, tmp_path,
+                                                          capsys):
+    path = _not_an_archive(kind, tmp_path / "f.npz")
+    argv = [*base(command, tmp_path), option, str(path)]
+    if option == "--points":
+        argv += ["--plane", "points"]
+    code, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "not a valid .npz archive")
+    assert "pickle" not in err.lower()  # never suggests loading it unsafely
+
+
 @pytest.mark.parametrize("option", ["--data", "--weights"])
 def test_missing_and_unreadable_paths_exit_2(option, tmp_path, capsys):
     argv = [*base("surface", tmp_path)]
