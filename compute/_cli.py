@@ -91,8 +91,13 @@ def add_problem_arguments(parser: argparse.ArgumentParser, *, init: bool = False
 def load_weights_file(path: str) -> dict[str, np.ndarray]:
     """Arrays of a weights ``.npz`` (the dataset loader's safe reading; never unpickles)."""
     from compute._datasets import load_npz_file
+    from compute._limits import MAX_DEPTH, MAX_PARAMS, MAX_WIDTH
 
-    return load_npz_file(path, what="weights file", example="W1=..., b1=..., W2=...")
+    return load_npz_file(path, what="weights file", example="W1=..., b1=..., W2=...",
+                         max_elements=min(MAX_WIDTH**2, MAX_PARAMS), max_total=MAX_PARAMS,
+                         max_arrays=2 * (MAX_DEPTH + 1),  # W1..WL and b1..bL
+                         why=f"models have at most {MAX_DEPTH} hidden layers of at most "
+                             f"{MAX_WIDTH} units and {MAX_PARAMS:,} parameters")
 
 
 def load_problem(args: argparse.Namespace) -> Problem:

@@ -115,8 +115,11 @@ def _load_points(path: str, n_params: int) -> list[np.ndarray]:
     """``p0, p1, p2`` from an .npz, each a flat vector of the model's parameters."""
     from compute._datasets import load_npz_file
 
+    # Capped at this model's size: a point is a flat vector of its parameters.
     arrays = load_npz_file(path, what="points file", example="p0=..., p1=..., p2=...",
-                           keys=("p0", "p1", "p2"))
+                           keys=("p0", "p1", "p2"), max_elements=n_params,
+                           max_total=3 * n_params, max_arrays=3,
+                           why=f"each point is a vector of the model's {n_params} parameters")
     points = [arrays[k] for k in ("p0", "p1", "p2")]
     for name, p in zip(("p0", "p1", "p2"), points, strict=True):
         if p.dtype.kind not in "iuf" or p.size != n_params:

@@ -370,19 +370,40 @@ def load_npz_file(
     what: str,
     example: str,
     keys: Sequence[str] | None = None,
+    max_elements: int,
+    max_total: int,
+    max_arrays: int,
+    why: str,
 ) -> dict[str, np.ndarray]:
     """Numeric arrays of a user ``.npz`` file other than a dataset (weights, plane points).
 
     The same reading as a dataset's: size cap, a real zip archive, every array's header
     checked before its data are read, never unpickled. ``keys``: the arrays to read (all
     must be there; default: every array in the file). ``what`` names the file in "not found"
-    and ``example`` shows the ``numpy.savez`` call that writes a good one.
+    and ``example`` shows the ``numpy.savez`` call that writes a good one. Caps, from the
+    headers (a small zero-filled archive can declare gigabytes): at most ``max_arrays``
+    arrays, ``max_elements`` numbers in any one and ``max_total`` in all; ``why`` says
+    which limit they follow from.
     """
     file = Path(path).expanduser()
     if not file.is_file():
         raise InputError(f"{what} not found: {path}")
     _check_upload_size(file.stat().st_size, str(path))
-    return _npz_arrays(file.read_bytes(), str(path), example, keys, None)
+
+    def check(shapes: dict[str, tuple[int, ...]], name: str) -> None:
+        if len(shapes) > max_arrays:
+            raise InputError(f"{name!r} holds {len(shapes)} arrays; a {what} holds at most "
+                             f"{max_arrays} ({why}).")
+        sizes = {key: math.prod(shape) for key, shape in shapes.items()}
+        for key, size in sizes.items():
+            if size > max_elements:
+                raise InputError(f"{key} in {name!r} has {size:,} numbers (shape "
+                                 f"{shapes[key]}); the limit is {max_elements:,} ({why}).")
+        if sum(sizes.values()) > max_total:
+            raise InputError(f"{name!r} holds {sum(sizes.values()):,} numbers; the limit is "
+                             f"{max_total:,} ({why}).")
+
+    return _npz_arrays(file.read_bytes(), str(path), example, keys, check)
 
 
 def _npz_arrays(data: bytes, name: str, example: str, keys: Sequence[str] | None,

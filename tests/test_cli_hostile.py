@@ -426,6 +426,61 @@ def test_weights_or_points_that_are_no_npz_archive_exit_2(command, option, kind,
     assert "pickle" not in err.lower()  # never suggests loading it unsafely
 
 
+def _zero_filled(path: Path, key: str, shape: tuple[int, ...], data_bytes: int,
+                 **others: np.ndarray) -> Path:
+    """An .npz whose ``key`` declares ``shape`` (float64) and holds ``data_bytes`` zeros,
+    deflated: a small file that numpy would decompress into a large array."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, array in others.items():
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, array)
+        with z.open(f"{key}.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _ in range(data_bytes // 2**20):
+                f.write(bytes(2**20))
+    return path
+
+
+BOMBS = {  # (array, declared shape, zero bytes actually stored)
+    "deflated zeros": ((4_000, 4_000), 4_000 * 4_000 * 8),  # 128 MB from a ~130 KB file
+    "header only": ((10**6, 10**6), 0),                     # 8 TB declared, nothing stored
+}
+
+
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_oversized_weights_or_points_are_refused_from_the_header(command, option, bomb,
+                                                                 tmp_path, capsys):
+    import tracemalloc
+
+    shape, stored = BOMBS[bomb]
+    if option == "--weights":
+        path = _zero_filled(tmp_path / "f.npz", "W1", shape, stored)
+    else:  # xor's linear model has 4 parameters
+        path = _zero_filled(tmp_path / "f.npz", "p0", shape, stored, p1=np.ones(4),
+                            p2=np.arange(4.0))
+    assert path.stat().st_size < 2**20
+    argv = [*base(command, tmp_path), option, str(path)]
+    if option == "--points":
+        argv += ["--plane", "points"]
+    tracemalloc.start()
+    try:
+        code, err = run_main(argv, capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB allocated: the archive was decompressed"
+    assert_one_line_error(code, err, "limit")
+
+
+def test_weights_file_with_too_many_arrays_is_refused(tmp_path, capsys):
+    arrays = {f"W{k}": np.zeros((2, 2)) for k in range(1, 2 * (MAX_DEPTH + 1) + 2)}
+    path = _npz(tmp_path / "w.npz", **arrays)
+    code, err = run_main([*base("spectrum", tmp_path), "--weights", str(path)], capsys)
+    assert_one_line_error(code, err, "arrays")
+
+
 @pytest.mark.parametrize("option", ["--data", "--weights"])
 def test_missing_and_unreadable_paths_exit_2(option, tmp_path, capsys):
     argv = [*base("surface", tmp_path)]
