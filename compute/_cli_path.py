@@ -24,6 +24,15 @@ import sys
 import numpy as np
 
 from compute._cli import add_problem_arguments, load_problem, write_npz
+from compute._errors import InputError
+from compute._limits import (
+    MAX_LANCZOS_STEPS,
+    MAX_PATH_WORK,
+    lambda_evaluations,
+    path_rows,
+    path_step_work,
+    work_scale,
+)
 from compute._losses import flat_objective
 from compute._models import flatten_params
 from compute._optimisers import OPTIMIZERS
@@ -64,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_seed_and_scale(args.seed, None if args.weights else args.init_scale)
     problem = load_problem(args)
+    _check_work(args, problem)
     X, Y = problem.X, problem.Y
     theta0 = flatten_params(problem.params)
     if args.saddle_eps is not None:
@@ -94,3 +104,27 @@ def run(args: argparse.Namespace) -> int:
               f"(non-finite loss or gradient); lower --lr. Steps before it are kept.",
               file=sys.stderr)
     return 0
+
+
+def _check_work(args: argparse.Namespace, problem) -> None:
+    """The dashboard's path budget: steps × rows per step × parameters (λ tracking counted)
+    ≤ MAX_PATH_WORK (× LANDSCAPE_WORK_SCALE), rows counted as the dashboard counts them."""
+    spec, ds = problem.spec, problem.dataset
+    n, m = spec.n_params, ds.n_samples
+    rows = path_rows(spec.kind, problem.loss, args.optimizer, args.batch, m, ds.d_x, ds.d_y)
+    every = args.lambda_every if args.lambda_every > 0 else 0
+    krylov = None if args.lanczos_steps is None else min(args.lanczos_steps, MAX_LANCZOS_STEPS)
+    evals = lambda_evaluations(n, args.lambda_method, krylov) if every else 0
+    step = path_step_work(rows, n, every, evals)
+    budget = MAX_PATH_WORK * work_scale()
+    if args.steps * step <= budget:
+        return
+    most = int(budget // step)
+    tracked = "" if not every else " with λ tracked every step" if every == 1 \
+        else f" with λ tracked every {every} steps"
+    fix = f"use at most {most:,} steps" if most >= 1 else "use fewer steps"
+    if every:
+        fix += ", a larger --lambda-every"
+    raise InputError(f"{args.steps:,} steps of this model ({n:,} parameters) on {m:,} samples"
+                     f"{tracked} is too much work for one run; {fix} or a smaller model or "
+                     "dataset.")

@@ -12,13 +12,20 @@ Contract (README): ``python -m compute surface --data D --weights W.npz --model 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import numpy as np
 
 from compute._cli import add_problem_arguments, load_problem, write_npz
 from compute._errors import InputError
-from compute._limits import MAX_CUT_POINTS, MAX_GRID, check_range
+from compute._limits import (
+    MAX_CUT_POINTS,
+    MAX_GRID,
+    MAX_SURFACE_WORK,
+    check_range,
+    work_scale,
+)
 from compute._planes import (
     BIAS_MODES,
     PLANE_KINDS,
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         alphas, betas = grid_coordinates(plane, args.grid)
     method = surface_method(problem.spec, problem.loss, args.method)
+    _check_work(args, problem, method)
     start = time.perf_counter()
     loss = loss_surface(problem.spec, problem.loss, plane.center, plane.direction1,
                         plane.direction2, alphas, betas, problem.dataset.X, problem.dataset.Y,
@@ -93,6 +101,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: loss on a {shape} {args.plane} plane ({method}, "
           f"{seconds:.2f} s), min {np.nanmin(loss):.6g}, max {np.nanmax(loss):.6g}")
     return 0
+
+
+def _check_work(args: argparse.Namespace, problem, method: str) -> None:
+    """The dashboard's surface budget: grid points × samples × parameters ≤ MAX_SURFACE_WORK
+    (× LANDSCAPE_WORK_SCALE). The polynomial method's cost does not grow with that product
+    (the data enter once, as XᵀX), so only the direct method is counted."""
+    if method == "polynomial":
+        return
+    m, n = problem.dataset.n_samples, problem.spec.n_params
+    budget = MAX_SURFACE_WORK * work_scale()
+    points = args.grid if args.cut else args.grid ** 2
+    if points * m * n <= budget:
+        return
+    fits = int(budget // (m * n))
+    what = f"a cut of {args.grid:,} points" if args.cut else f"a {args.grid}×{args.grid} grid"
+    most = fits if args.cut else math.isqrt(fits)
+    fix = f"use --grid {most} or less (or a smaller model or dataset)" if most >= 1 \
+        else "use a smaller model or dataset"
+    raise InputError(f"{what} of this model ({n:,} parameters) on {m:,} samples is too much "
+                     f"work for one run; {fix}.")
 
 
 def _make_plane(args: argparse.Namespace, spec, theta: np.ndarray):

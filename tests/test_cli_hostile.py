@@ -11,6 +11,7 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -564,3 +565,81 @@ def test_limits_used_here_are_the_products():
     from landscape_app import settings
 
     assert MAX_SEED == settings.MAX_SEED
+
+
+# --------------------------------------------------------------------------- work budgets
+
+AUDIT_RUNS = {  # each ran for hours before the CLI had the dashboard's work budgets
+    "surface": ["surface", "--data", "linear_teacher", "--n-samples", "100000", "--model",
+                "mlp", "--widths", "400,400", "--grid", "201"],
+    "path": ["path", "--data", "xor", "--model", "mlp", "--widths", "400,400",
+             "--lambda-every", "1", "--steps", "100000", "--lr", "1e-3"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(AUDIT_RUNS))
+def test_too_much_work_is_refused_at_once(command, tmp_path, capsys):
+    out = tmp_path / "out.npz"
+    started = time.perf_counter()
+    code, err = run_main([*AUDIT_RUNS[command], "--out", str(out)], capsys)
+    assert time.perf_counter() - started < 60
+    assert_one_line_error(code, err, "too much work", "--grid" if command == "surface"
+                          else "--lambda-every")
+    assert not out.exists()
+
+
+class _Reached(Exception):
+    """Raised in place of the computation: the work check let the run through."""
+
+
+# (command, the dashboard's settings, the field the budget limits, the CLI's arguments)
+BUDGETS = [
+    ("surface", {"dataset": "two_moons", "model": "mlp", "widths": [128, 128], "grid": 201,
+                 "n_samples": 2000}, "grid",
+     ["--data", "two_moons", "--n-samples", "2000", "--model", "mlp", "--widths", "128,128"]),
+    ("path", {"dataset": "two_moons", "model": "mlp", "widths": [64, 64], "steps": 100000,
+              "lambda_every": 1, "n_samples": 2000}, "steps",
+     ["--data", "two_moons", "--n-samples", "2000", "--model", "mlp", "--widths", "64,64",
+      "--lambda-every", "1", "--lr", "0.01"]),
+    ("path", {"dataset": "linear_teacher", "model": "linear", "widths": [256, 256],
+              "steps": 100000, "n_samples": 100000, "lambda_every": 0},
+     "steps",  # a full-batch deep linear path is counted on its d_x + d_y rows
+     ["--data", "linear_teacher", "--n-samples", "100000", "--model", "linear",
+      "--widths", "256,256", "--lr", "0.01"]),
+    ("path", {"dataset": "linear_teacher", "model": "linear", "widths": [256, 256],
+              "steps": 100000, "n_samples": 100000, "lambda_every": 0, "optimizer": "sgd"},
+     "steps",
+     ["--data", "linear_teacher", "--n-samples", "100000", "--model", "linear",
+      "--widths", "256,256", "--lr", "0.01", "--optimizer", "sgd"]),
+]
+
+
+@pytest.mark.parametrize(("command", "raw", "field", "args"), BUDGETS,
+                         ids=[f"{c}-{r['dataset']}-{r.get('optimizer', 'gd')}"
+                              for c, r, _, _ in BUDGETS])
+def test_the_cli_budget_is_the_dashboards(command, raw, field, args, tmp_path, capsys,
+                                          monkeypatch):
+    """The largest grid / number of steps the dashboard allows passes the CLI's check; one
+    more is refused with that largest value named."""
+    from landscape_app import settings
+
+    clean, errors = settings.validate_settings(raw)
+    assert field in errors  # the dashboard's own verdict: raw asks for too much
+    largest = clean[field]
+
+    def reached(*_args, **_kwargs):
+        raise _Reached
+
+    if command == "surface":
+        import compute._surface
+        monkeypatch.setattr(compute._surface, "loss_surface", reached)
+    else:
+        monkeypatch.setattr(_cli_path, "run_path", reached)
+    option = f"--{field}"
+    argv = [command, *args, "--out", str(tmp_path / "o.npz")]
+    code, err = run_main([*argv, option, str(largest + 1)], capsys)
+    assert_one_line_error(code, err, "too much work", f"{largest:,}")
+    assert not (tmp_path / "o.npz").exists()
+    monkeypatch.setenv("LANDSCAPE_DEBUG", "1")  # let _Reached through main()
+    with pytest.raises(_Reached):
+        main([*argv, option, str(largest)])
