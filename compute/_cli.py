@@ -113,6 +113,7 @@ def load_problem(args: argparse.Namespace) -> Problem:
                            noise=args.noise, preprocess=args.preprocess,
                            target_columns=targets, one_hot=not args.signed_targets)
     check_targets(args.loss, dataset.Y, args.data)
+    _check_representable(dataset, dtype, args.data)
     d_x, d_y = dataset.X.shape[1], dataset.Y.shape[1]
     if args.weights:
         arrays = load_weights_file(args.weights)
@@ -158,6 +159,20 @@ def check_output(path: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def _check_representable(dataset, dtype, source: str) -> None:
+    """InputError unless X and Y stay finite in the working dtype (1e300 is a finite
+    float64 but inf in float32: every loss would then be NaN)."""
+    target = np.dtype(dtype)
+    for name, A in (("X", dataset.X), ("Y", dataset.Y)):
+        with np.errstate(over="ignore"):
+            fits = bool(np.all(np.isfinite(A.astype(target))))
+        if not fits:
+            raise InputError(
+                f"{name} of {source!r} holds values up to {np.max(np.abs(A)):.3g}, beyond "
+                f"{target.name}'s range (±{np.finfo(target).max:.3g}): use --precision "
+                "float64 or rescale the data (e.g. --preprocess standardise).")
 
 
 def write_json(path: str, payload: dict) -> None:

@@ -86,11 +86,15 @@ def run(args: argparse.Namespace) -> int:
         alphas, betas = grid_coordinates(plane, args.grid)
     method = surface_method(problem.spec, problem.loss, args.method)
     _check_work(args, problem, method)
+    _check_finite_center(problem, plane.center, args.precision)
     start = time.perf_counter()
     loss = loss_surface(problem.spec, problem.loss, plane.center, plane.direction1,
                         plane.direction2, alphas, betas, problem.dataset.X, problem.dataset.Y,
                         method=method, dtype=problem.dtype)
     seconds = time.perf_counter() - start
+    if not np.any(np.isfinite(loss)):
+        raise InputError("the loss is not finite anywhere on this plane (the data or weights "
+                         "are too large): rescale the data or use a smaller --span.")
     names = list(plane.marks)
     write_npz(args.out, alpha=alphas, beta=betas, loss=loss, center=plane.center,
               direction1=plane.direction1, direction2=plane.direction2,
@@ -121,6 +125,23 @@ def _check_work(args: argparse.Namespace, problem, method: str) -> None:
         else "use a smaller model or dataset"
     raise InputError(f"{what} of this model ({n:,} parameters) on {m:,} samples is too much "
                      f"work for one run; {fix}.")
+
+
+def _check_finite_center(problem, center: np.ndarray, precision: str) -> None:
+    """InputError unless the loss is finite at the plane's centre in the working precision:
+    otherwise every cell is NaN or inf and the surface says nothing."""
+    import jax.numpy as jnp
+
+    from compute._losses import flat_objective
+
+    objective = flat_objective(problem.spec, problem.loss)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(objective(jnp.asarray(center, problem.dtype), problem.X, problem.Y))
+    if not np.isfinite(value):
+        hint = "use --precision float64, " if precision == "float32" else ""
+        raise InputError(f"the loss is not finite at the centre of the plane in {precision} "
+                         f"(the data or weights are too large): {hint}rescale the data "
+                         "(e.g. --preprocess standardise) or use smaller weights.")
 
 
 def _make_plane(args: argparse.Namespace, spec, theta: np.ndarray):

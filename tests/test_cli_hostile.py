@@ -12,6 +12,7 @@ import pickle
 import subprocess
 import sys
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -643,3 +644,78 @@ def test_the_cli_budget_is_the_dashboards(command, raw, field, args, tmp_path, c
     monkeypatch.setenv("LANDSCAPE_DEBUG", "1")  # let _Reached through main()
     with pytest.raises(_Reached):
         main([*argv, option, str(largest)])
+
+
+# --------------------------------------------------------------------------- overflow
+
+
+def _run_without_warnings(argv, capsys):
+    """``run_main`` with every RuntimeWarning an error: a numpy overflow warning would turn
+    into an internal error (exit 1) instead of passing unnoticed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return run_main(argv, capsys)
+
+
+def _huge_data(path: Path, value: float = 1e300) -> Path:
+    """Finite in float64, inf in float32."""
+    return _npz(path, X=value * np.array([[1.0, 2], [3, 1], [2, 5], [4, 3]]),
+                Y=np.array([[1.0], [0], [1], [0]]))
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_data_beyond_float32_are_refused_with_a_hint(command, tmp_path, capsys):
+    data = _huge_data(tmp_path / "d.npz")
+    argv = [*base(command, tmp_path), "--precision", "float32"]
+    argv[argv.index("xor")] = str(data)
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "--precision float64")
+    assert not list(tmp_path.glob("[sp].*"))
+
+
+@pytest.mark.parametrize("value", [1e300, 1e30])
+def test_a_surface_whose_centre_loss_overflows_is_refused(value, tmp_path, capsys):
+    """1e300: finite X, but XᵀX and every loss overflow float64 (the surface was all NaN,
+    exit 0); 1e30: representable in float32 but its squares are not."""
+    data = _huge_data(tmp_path / "d.npz", value)
+    precision = "float64" if value > 1e200 else "float32"
+    argv = ["surface", "--data", str(data), "--model", "linear", "--grid", "3",
+            "--precision", precision, "--out", str(tmp_path / "s.npz")]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "not finite", "rescale")
+    assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_weights_beyond_float32_give_one_line(command, tmp_path, capsys):
+    weights = _npz(tmp_path / "w.npz", W1=np.full((2, 2), 1e39))
+    argv = [*base(command, tmp_path), "--weights", str(weights), "--precision", "float32"]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "float64")
+
+
+def test_points_near_the_float64_limit_give_one_line(tmp_path, capsys):
+    points = _npz(tmp_path / "p.npz", p0=np.full(4, 1e308), p1=np.full(4, -1e308),
+                  p2=np.array([1e308, -1e308, 0, 1]))
+    argv = [*base("surface", tmp_path), "--plane", "points", "--points", str(points)]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "overflow")
+
+
+def test_a_path_on_overflowing_data_warns_nothing(tmp_path, capsys):
+    """float64 data whose XᵀX overflows: the path's closed-form reference is left out
+    quietly; the run itself reports its divergence in its one note."""
+    data = _huge_data(tmp_path / "d.npz")
+    argv = ["path", "--data", str(data), "--model", "linear", "--lr", "0.1", "--steps", "3",
+            "--precision", "float64", "--out", str(tmp_path / "p.npz")]
+    code, err = _run_without_warnings(argv, capsys)
+    assert code == 0 and len(err.strip().splitlines()) == 1 and "diverged" in err, err
+
+
+@pytest.mark.slow  # a fresh process: numpy's warnings go straight to its stderr
+def test_real_command_on_data_beyond_float32(tmp_path):
+    data = _huge_data(tmp_path / "d.npz")
+    proc = _cli("surface", "--data", str(data), "--model", "linear", "--grid", "3",
+                "--out", str(tmp_path / "s.npz"))
+    assert_one_line_error(proc.returncode, proc.stderr, "--precision float64")
+    assert not (tmp_path / "s.npz").exists()
