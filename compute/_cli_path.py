@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     _check_work(args, problem)
     X, Y = problem.X, problem.Y
     theta0 = flatten_params(problem.params)
+    given_norm = float(np.linalg.norm(np.asarray(theta0, np.float64)))
     if args.saddle_eps is not None:
         theta0 = saddle_plus_eigenvector(flat_objective(problem.spec, problem.loss), theta0, X,
                                          Y, eps=args.saddle_eps, which=args.saddle_direction)
@@ -101,9 +102,31 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.diverged_at >= 0:
         print(f"python -m compute path: note: the run diverged at step {result.diverged_at} "
-              f"(non-finite loss or gradient); lower --lr. Steps before it are kept.",
-              file=sys.stderr)
+              f"(non-finite loss or gradient); {_divergence_cause(args, result, given_norm)}."
+              f"{' Steps before it are kept.' if result.diverged_at else ''}", file=sys.stderr)
     return 0
+
+
+def _divergence_cause(args: argparse.Namespace, result, given_norm: float) -> str:
+    """The likeliest cause of a divergence and its remedy; the step size unless the start
+    itself, the gradient noise or the saddle offset tells otherwise."""
+    n = result.final.size
+    if result.diverged_at == 0:
+        if args.saddle_eps is not None:
+            return (f"the start is not finite: --saddle-eps {args.saddle_eps:g} moved it too "
+                    "far, use a smaller ε")
+        hint = "use --precision float64, " if args.precision == "float32" else ""
+        scale = "smaller weights" if args.weights else "a smaller --init-scale"
+        return f"the start is not finite: {hint}rescale the data or use {scale}"
+    grad0 = float(result.grad_norm[0])
+    noise = args.grad_noise * np.sqrt(n)  # expected norm of the noise added to a gradient
+    if noise > 10 * grad0:
+        return (f"--grad-noise {args.grad_noise:g} swamps the gradient (noise norm ≈ "
+                f"{noise:.3g}, ‖∇L‖ ≈ {grad0:.3g} at the start): lower --grad-noise")
+    if args.saddle_eps is not None and abs(args.saddle_eps) > 10 * max(given_norm, 1.0):
+        return (f"--saddle-eps {args.saddle_eps:g} starts far from the given weights "
+                f"(‖θ‖ ≈ {given_norm:.3g}): use a smaller ε or lower --lr")
+    return "lower --lr"
 
 
 def _check_work(args: argparse.Namespace, problem) -> None:
