@@ -118,6 +118,7 @@ def load_problem(args: argparse.Namespace) -> Problem:
     if args.weights:
         arrays = load_weights_file(args.weights)
         spec = spec_from_arrays(arrays, kind=args.model, activation=args.activation)
+        _check_agrees_with_file(args, spec)
         if spec.layer_sizes[0] != d_x or spec.layer_sizes[-1] != d_y:
             raise InputError(
                 f"the weights map {spec.layer_sizes[0]} inputs to {spec.layer_sizes[-1]} "
@@ -159,6 +160,20 @@ def check_output(path: str) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def _check_agrees_with_file(args: argparse.Namespace, spec) -> None:
+    """The weights file sets the architecture: --no-bias or --widths that say otherwise are
+    refused rather than silently ignored."""
+    if args.no_bias and spec.bias:
+        raise InputError("--no-bias contradicts the weights file, which holds biases "
+                         "b1..bL: drop --no-bias or save the weights without biases.")
+    widths = parse_widths(args.widths)  # empty: not given (the file decides)
+    hidden = tuple(spec.layer_sizes[1:-1])
+    if widths and widths != hidden:
+        held = ",".join(map(str, hidden)) or "none"
+        raise InputError(f"--widths {args.widths} contradicts the weights file, whose hidden "
+                         f"widths are {held}: drop --widths (the file sets them).")
 
 
 def _check_representable(dataset, dtype, source: str) -> None:

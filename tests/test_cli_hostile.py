@@ -384,6 +384,34 @@ def test_wrong_weights_exit_2(name, command, tmp_path, capsys):
     assert_one_line_error(*run_main(argv, capsys))
 
 
+MLP_WEIGHTS = {"W1": np.ones((3, 2)), "b1": np.zeros(3), "W2": np.ones((2, 3)),
+               "b2": np.zeros(2)}  # xor: 2 → 3 → 2, with biases
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+@pytest.mark.parametrize(("extra", "phrase"), [
+    (["--no-bias"], "--no-bias"),
+    (["--widths", "4"], "--widths"),
+    (["--widths", "3,3"], "--widths"),
+])
+def test_options_that_contradict_the_weights_file_exit_2(command, extra, phrase, tmp_path,
+                                                         capsys):
+    path = _npz(tmp_path / "w.npz", **MLP_WEIGHTS)
+    argv = [*base(command, tmp_path), "--weights", str(path), *extra]
+    argv[argv.index("linear")] = "mlp"
+    assert_one_line_error(*run_main(argv, capsys), phrase)
+
+
+def test_options_that_agree_with_the_weights_file_are_accepted(tmp_path, capsys):
+    with_bias = _npz(tmp_path / "w.npz", **MLP_WEIGHTS)
+    no_bias = _npz(tmp_path / "n.npz", W1=MLP_WEIGHTS["W1"], W2=MLP_WEIGHTS["W2"])
+    for weights, extra in ((with_bias, ["--widths", "3"]), (no_bias, ["--no-bias"])):
+        argv = [*base("surface", tmp_path), "--weights", str(weights), *extra]
+        argv[argv.index("linear")] = "mlp"
+        code, err = run_main(argv, capsys)
+        assert code == 0, err
+
+
 @pytest.mark.parametrize("points", [
     dict(p0=np.zeros(4), p1=np.ones(4)),                          # p2 missing
     dict(p0=np.zeros(4), p1=np.ones(5), p2=np.ones(4)),           # wrong length
