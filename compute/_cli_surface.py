@@ -22,6 +22,7 @@ from compute._errors import InputError
 from compute._limits import (
     MAX_CUT_POINTS,
     MAX_GRID,
+    MAX_SEED,
     MAX_SURFACE_WORK,
     check_range,
     work_scale,
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     check_range("--grid", args.grid, 1, limit)
     if not np.isfinite(args.span):
         raise InputError(f"--span must be a finite number, got {args.span!r}.")
+    if args.plane_seed is not None and not 0 <= args.plane_seed <= MAX_SEED:
+        raise InputError(f"--plane-seed must be an integer between 0 and {MAX_SEED}, "
+                         f"got {args.plane_seed}.")
     problem = load_problem(args)
     theta = np.asarray(flatten_params(problem.params), dtype=np.float64)
     plane = _make_plane(args, problem.spec, theta)

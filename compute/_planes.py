@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_GRID, MAX_SPAN, check_range
+from compute._limits import MAX_GRID, MAX_SEED, MAX_SPAN, check_int, check_range
 from compute._models import ModelSpec, check_flat_params
 
 __all__ = [
@@ -257,9 +257,7 @@ def _check_span(span) -> float:
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"the seed must be a non-negative integer, got {seed!r}.")
-    return int(seed)
+    return check_int("the seed", seed, 0, MAX_SEED)  # the bound of every other seed
 
 
 def _check_bias_mode(bias: str) -> str:

@@ -163,6 +163,17 @@ def test_seed_beyond_the_limit_is_refused(command, seed, tmp_path, capsys):
     assert_one_line_error(code, err, "seed")
 
 
+@pytest.mark.parametrize("seed", [MAX_SEED + 1, 2**80])
+@pytest.mark.parametrize("plane", ["random", "filter", "layer"])
+def test_plane_seed_has_the_bound_of_seed(seed, plane, tmp_path, capsys):
+    argv = [*base("surface", tmp_path), "--plane", plane]
+    code, err = run_main([*argv, "--plane-seed", str(seed)], capsys)
+    assert_one_line_error(code, err, "--plane-seed", str(MAX_SEED))
+    assert not (tmp_path / "s.npz").exists()
+    code, err = run_main([*argv, "--plane-seed", str(MAX_SEED)], capsys)
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
 @pytest.mark.parametrize("value", ["-1", "1e308"])
 def test_init_scale_beyond_the_limit_is_refused(command, value, tmp_path, capsys):
