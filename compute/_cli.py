@@ -9,9 +9,11 @@ exposes ``add_arguments(parser)`` and ``run(args) -> int``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,14 +89,15 @@ def add_problem_arguments(parser: argparse.ArgumentParser, *, init: bool = False
 
 
 def load_weights_file(path: str) -> dict[str, np.ndarray]:
-    """Arrays of a weights ``.npz`` (never unpickles anything)."""
-    if not os.path.isfile(path):
-        raise InputError(f"weights file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: np.asarray(data[k]) for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read weights file {path}: {exc}") from None
+    """Arrays of a weights ``.npz`` (the dataset loader's safe reading; never unpickles)."""
+    from compute._datasets import load_npz_file
+    from compute._limits import MAX_DEPTH, MAX_PARAMS, MAX_WIDTH
+
+    return load_npz_file(path, what="weights file", example="W1=..., b1=..., W2=...",
+                         max_elements=min(MAX_WIDTH**2, MAX_PARAMS), max_total=MAX_PARAMS,
+                         max_arrays=2 * (MAX_DEPTH + 1),  # W1..WL and b1..bL
+                         why=f"models have at most {MAX_DEPTH} hidden layers of at most "
+                             f"{MAX_WIDTH} units and {MAX_PARAMS:,} parameters")
 
 
 def load_problem(args: argparse.Namespace) -> Problem:
@@ -110,10 +113,12 @@ def load_problem(args: argparse.Namespace) -> Problem:
                            noise=args.noise, preprocess=args.preprocess,
                            target_columns=targets, one_hot=not args.signed_targets)
     check_targets(args.loss, dataset.Y, args.data)
+    _check_representable(dataset, dtype, args.data)
     d_x, d_y = dataset.X.shape[1], dataset.Y.shape[1]
     if args.weights:
         arrays = load_weights_file(args.weights)
         spec = spec_from_arrays(arrays, kind=args.model, activation=args.activation)
+        _check_agrees_with_file(args, spec)
         if spec.layer_sizes[0] != d_x or spec.layer_sizes[-1] != d_y:
             raise InputError(
                 f"the weights map {spec.layer_sizes[0]} inputs to {spec.layer_sizes[-1]} "
@@ -127,17 +132,86 @@ def load_problem(args: argparse.Namespace) -> Problem:
     return Problem(spec, params, dataset, args.loss, dtype)
 
 
+def check_output(path: str) -> None:
+    """InputError unless ``path`` can be written, checked before any computation.
+
+    Creates nothing that outlives the check: missing parent folders are only created when
+    the result is written, and a probe file in the nearest existing folder is removed.
+    """
+    if not path or not path.strip():
+        raise InputError("--out must name a file, got an empty path.")
+    target = Path(path)
+    try:
+        if path.endswith(("/", os.sep)) or target.is_dir():
+            raise InputError(f"cannot write {path}: it is a folder; name a file in it.")
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            raise InputError(f"cannot write {path}: {folder} is not a folder.")
+        if target.exists():
+            if not os.access(target, os.W_OK):
+                raise InputError(f"cannot write {path}: permission denied.")
+            return
+        # Permission bits do not tell (root, read-only or virtual file systems like /proc):
+        # try to create a file where the output will go.
+        fd, probe = tempfile.mkstemp(prefix=".landscape-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
+
+
+def _check_agrees_with_file(args: argparse.Namespace, spec) -> None:
+    """The weights file sets the architecture: --no-bias or --widths that say otherwise are
+    refused rather than silently ignored."""
+    if args.no_bias and spec.bias:
+        raise InputError("--no-bias contradicts the weights file, which holds biases "
+                         "b1..bL: drop --no-bias or save the weights without biases.")
+    widths = parse_widths(args.widths)  # empty: not given (the file decides)
+    hidden = tuple(spec.layer_sizes[1:-1])
+    if widths and widths != hidden:
+        held = ",".join(map(str, hidden)) or "none"
+        raise InputError(f"--widths {args.widths} contradicts the weights file, whose hidden "
+                         f"widths are {held}: drop --widths (the file sets them).")
+
+
+def _check_representable(dataset, dtype, source: str) -> None:
+    """InputError unless X and Y stay finite in the working dtype (1e300 is a finite
+    float64 but inf in float32: every loss would then be NaN)."""
+    target = np.dtype(dtype)
+    for name, A in (("X", dataset.X), ("Y", dataset.Y)):
+        with np.errstate(over="ignore"):
+            fits = bool(np.all(np.isfinite(A.astype(target))))
+        if not fits:
+            raise InputError(
+                f"{name} of {source!r} holds values up to {np.max(np.abs(A)):.3g}, beyond "
+                f"{target.name}'s range (±{np.finfo(target).max:.3g}): use --precision "
+                "float64 or rescale the data (e.g. --preprocess standardise).")
+
+
 def write_json(path: str, payload: dict) -> None:
     """Write ``payload`` as JSON (NaN/inf become null), creating parent folders."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_json_safe(payload), indent=1))
+    text = json.dumps(_json_safe(payload), indent=1)
+    _write(path, lambda f: f.write(text.encode()))
 
 
 def write_npz(path: str, **arrays) -> None:
     """``np.savez`` to ``path`` exactly (numpy would append ``.npz`` to other names)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    _write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def _write(path: str, fill) -> None:
+    """Create parent folders, write with ``fill(file)``; a failed write leaves no file."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            fill(f)
+    except OSError as exc:
+        if Path(path).is_file():  # truncated or half written: worse than none
+            with contextlib.suppress(OSError):
+                Path(path).unlink()
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}.") from None
 
 
 def _json_safe(value):
@@ -175,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_output(args.out)  # fail before the computation, not after it
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"python -m compute {args.command}: error: {exc}", file=sys.stderr)

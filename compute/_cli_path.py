@@ -24,6 +24,15 @@ import sys
 import numpy as np
 
 from compute._cli import add_problem_arguments, load_problem, write_npz
+from compute._errors import InputError
+from compute._limits import (
+    MAX_LANCZOS_STEPS,
+    MAX_PATH_WORK,
+    lambda_evaluations,
+    path_rows,
+    path_step_work,
+    work_scale,
+)
 from compute._losses import flat_objective
 from compute._models import flatten_params
 from compute._optimisers import OPTIMIZERS
@@ -64,8 +73,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     check_seed_and_scale(args.seed, None if args.weights else args.init_scale)
     problem = load_problem(args)
+    _check_work(args, problem)
     X, Y = problem.X, problem.Y
     theta0 = flatten_params(problem.params)
+    given_norm = float(np.linalg.norm(np.asarray(theta0, np.float64)))
     if args.saddle_eps is not None:
         theta0 = saddle_plus_eigenvector(flat_objective(problem.spec, problem.loss), theta0, X,
                                          Y, eps=args.saddle_eps, which=args.saddle_direction)
@@ -91,6 +102,52 @@ def run(args: argparse.Namespace) -> int:
     )
     if result.diverged_at >= 0:
         print(f"python -m compute path: note: the run diverged at step {result.diverged_at} "
-              f"(non-finite loss or gradient); lower --lr. Steps before it are kept.",
-              file=sys.stderr)
+              f"(non-finite loss or gradient); {_divergence_cause(args, result, given_norm)}."
+              f"{' Steps before it are kept.' if result.diverged_at else ''}", file=sys.stderr)
     return 0
+
+
+def _divergence_cause(args: argparse.Namespace, result, given_norm: float) -> str:
+    """The likeliest cause of a divergence and its remedy; the step size unless the start
+    itself, the gradient noise or the saddle offset tells otherwise."""
+    n = result.final.size
+    if result.diverged_at == 0:
+        if args.saddle_eps is not None:
+            return (f"the start is not finite: --saddle-eps {args.saddle_eps:g} moved it too "
+                    "far, use a smaller ε")
+        hint = "use --precision float64, " if args.precision == "float32" else ""
+        scale = "smaller weights" if args.weights else "a smaller --init-scale"
+        return f"the start is not finite: {hint}rescale the data or use {scale}"
+    grad0 = float(result.grad_norm[0])
+    noise = args.grad_noise * np.sqrt(n)  # expected norm of the noise added to a gradient
+    if noise > 10 * grad0:
+        return (f"--grad-noise {args.grad_noise:g} swamps the gradient (noise norm ≈ "
+                f"{noise:.3g}, ‖∇L‖ ≈ {grad0:.3g} at the start): lower --grad-noise")
+    if args.saddle_eps is not None and abs(args.saddle_eps) > 10 * max(given_norm, 1.0):
+        return (f"--saddle-eps {args.saddle_eps:g} starts far from the given weights "
+                f"(‖θ‖ ≈ {given_norm:.3g}): use a smaller ε or lower --lr")
+    return "lower --lr"
+
+
+def _check_work(args: argparse.Namespace, problem) -> None:
+    """The dashboard's path budget: steps × rows per step × parameters (λ tracking counted)
+    ≤ MAX_PATH_WORK (× LANDSCAPE_WORK_SCALE), rows counted as the dashboard counts them."""
+    spec, ds = problem.spec, problem.dataset
+    n, m = spec.n_params, ds.n_samples
+    rows = path_rows(spec.kind, problem.loss, args.optimizer, args.batch, m, ds.d_x, ds.d_y)
+    every = args.lambda_every if args.lambda_every > 0 else 0
+    krylov = None if args.lanczos_steps is None else min(args.lanczos_steps, MAX_LANCZOS_STEPS)
+    evals = lambda_evaluations(n, args.lambda_method, krylov) if every else 0
+    step = path_step_work(rows, n, every, evals)
+    budget = MAX_PATH_WORK * work_scale()
+    if args.steps * step <= budget:
+        return
+    most = int(budget // step)
+    tracked = "" if not every else " with λ tracked every step" if every == 1 \
+        else f" with λ tracked every {every} steps"
+    fix = f"use at most {most:,} steps" if most >= 1 else "use fewer steps"
+    if every:
+        fix += ", a larger --lambda-every"
+    raise InputError(f"{args.steps:,} steps of this model ({n:,} parameters) on {m:,} samples"
+                     f"{tracked} is too much work for one run; {fix} or a smaller model or "
+                     "dataset.")

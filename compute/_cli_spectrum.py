@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     value, grad = _value_and_grad(objective, theta, X, Y)  # the kernel classify reuses
     if not (np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad)))):
-        raise InputError(NON_FINITE_MESSAGE)
+        also = " or use --precision float64" if args.precision == "float32" else ""
+        raise InputError(f"{NON_FINITE_MESSAGE[:-1]}, rescale the data{also}.")
 
     global_min, notes = None, []
     if spec.kind == "linear" and problem.loss == "squared":

@@ -12,14 +12,21 @@ Contract (README): ``python -m compute surface --data D --weights W.npz --model 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import time
 
 import numpy as np
 
 from compute._cli import add_problem_arguments, load_problem, write_npz
 from compute._errors import InputError
-from compute._limits import MAX_CUT_POINTS, MAX_GRID, check_range
+from compute._limits import (
+    MAX_CUT_POINTS,
+    MAX_GRID,
+    MAX_SEED,
+    MAX_SURFACE_WORK,
+    check_range,
+    work_scale,
+)
 from compute._planes import (
     BIAS_MODES,
     PLANE_KINDS,
@@ -69,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     check_range("--grid", args.grid, 1, limit)
     if not np.isfinite(args.span):
         raise InputError(f"--span must be a finite number, got {args.span!r}.")
+    if args.plane_seed is not None and not 0 <= args.plane_seed <= MAX_SEED:
+        raise InputError(f"--plane-seed must be an integer between 0 and {MAX_SEED}, "
+                         f"got {args.plane_seed}.")
     problem = load_problem(args)
     theta = np.asarray(flatten_params(problem.params), dtype=np.float64)
     plane = _make_plane(args, problem.spec, theta)
@@ -79,24 +89,63 @@ def run(args: argparse.Namespace) -> int:
     else:
         alphas, betas = grid_coordinates(plane, args.grid)
     method = surface_method(problem.spec, problem.loss, args.method)
+    _check_work(args, problem, method)
+    _check_finite_center(problem, plane.center, args.precision)
     start = time.perf_counter()
     loss = loss_surface(problem.spec, problem.loss, plane.center, plane.direction1,
                         plane.direction2, alphas, betas, problem.dataset.X, problem.dataset.Y,
                         method=method, dtype=problem.dtype)
     seconds = time.perf_counter() - start
+    if not np.any(np.isfinite(loss)):
+        raise InputError("the loss is not finite anywhere on this plane (the data or weights "
+                         "are too large): rescale the data or use a smaller --span.")
     names = list(plane.marks)
-    try:
-        write_npz(args.out, alpha=alphas, beta=betas, loss=loss, center=plane.center,
-                  direction1=plane.direction1, direction2=plane.direction2,
-                  method=np.array(method), plane=np.array(args.plane),
-                  seconds=np.array(seconds), mark_names=np.array(names, dtype=str),
-                  mark_coords=np.array([plane.marks[k] for k in names], dtype=np.float64))
-    except OSError as exc:
-        raise InputError(f"cannot write {args.out}: {exc.strerror or exc}.") from None
+    write_npz(args.out, alpha=alphas, beta=betas, loss=loss, center=plane.center,
+              direction1=plane.direction1, direction2=plane.direction2,
+              method=np.array(method), plane=np.array(args.plane),
+              seconds=np.array(seconds), mark_names=np.array(names, dtype=str),
+              mark_coords=np.array([plane.marks[k] for k in names], dtype=np.float64))
     shape = f"{len(betas)}×{len(alphas)}"
     print(f"wrote {args.out}: loss on a {shape} {args.plane} plane ({method}, "
           f"{seconds:.2f} s), min {np.nanmin(loss):.6g}, max {np.nanmax(loss):.6g}")
     return 0
+
+
+def _check_work(args: argparse.Namespace, problem, method: str) -> None:
+    """The dashboard's surface budget: grid points × samples × parameters ≤ MAX_SURFACE_WORK
+    (× LANDSCAPE_WORK_SCALE). The polynomial method's cost does not grow with that product
+    (the data enter once, as XᵀX), so only the direct method is counted."""
+    if method == "polynomial":
+        return
+    m, n = problem.dataset.n_samples, problem.spec.n_params
+    budget = MAX_SURFACE_WORK * work_scale()
+    points = args.grid if args.cut else args.grid ** 2
+    if points * m * n <= budget:
+        return
+    fits = int(budget // (m * n))
+    what = f"a cut of {args.grid:,} points" if args.cut else f"a {args.grid}×{args.grid} grid"
+    most = fits if args.cut else math.isqrt(fits)
+    fix = f"use --grid {most} or less (or a smaller model or dataset)" if most >= 1 \
+        else "use a smaller model or dataset"
+    raise InputError(f"{what} of this model ({n:,} parameters) on {m:,} samples is too much "
+                     f"work for one run; {fix}.")
+
+
+def _check_finite_center(problem, center: np.ndarray, precision: str) -> None:
+    """InputError unless the loss is finite at the plane's centre in the working precision:
+    otherwise every cell is NaN or inf and the surface says nothing."""
+    import jax.numpy as jnp
+
+    from compute._losses import flat_objective
+
+    objective = flat_objective(problem.spec, problem.loss)
+    with np.errstate(over="ignore", invalid="ignore"):
+        value = float(objective(jnp.asarray(center, problem.dtype), problem.X, problem.Y))
+    if not np.isfinite(value):
+        hint = "use --precision float64, " if precision == "float32" else ""
+        raise InputError(f"the loss is not finite at the centre of the plane in {precision} "
+                         f"(the data or weights are too large): {hint}rescale the data "
+                         "(e.g. --preprocess standardise) or use smaller weights.")
 
 
 def _make_plane(args: argparse.Namespace, spec, theta: np.ndarray):
@@ -117,19 +166,14 @@ def _make_plane(args: argparse.Namespace, spec, theta: np.ndarray):
 
 def _load_points(path: str, n_params: int) -> list[np.ndarray]:
     """``p0, p1, p2`` from an .npz, each a flat vector of the model's parameters."""
-    if not os.path.isfile(path):
-        raise InputError(f"points file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [k for k in ("p0", "p1", "p2") if k not in data.files]
-            if missing:
-                raise InputError(f"the points file must hold p0, p1 and p2; "
-                                 f"missing {', '.join(missing)}.")
-            points = [np.asarray(data[k]) for k in ("p0", "p1", "p2")]
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError) as exc:
-        raise InputError(f"cannot read points file {path}: {exc}") from None
+    from compute._datasets import load_npz_file
+
+    # Capped at this model's size: a point is a flat vector of its parameters.
+    arrays = load_npz_file(path, what="points file", example="p0=..., p1=..., p2=...",
+                           keys=("p0", "p1", "p2"), max_elements=n_params,
+                           max_total=3 * n_params, max_arrays=3,
+                           why=f"each point is a vector of the model's {n_params} parameters")
+    points = [arrays[k] for k in ("p0", "p1", "p2")]
     for name, p in zip(("p0", "p1", "p2"), points, strict=True):
         if p.dtype.kind not in "iuf" or p.size != n_params:
             raise InputError(f"{name} must be a flat vector of the model's {n_params} "

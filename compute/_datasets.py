@@ -43,6 +43,7 @@ __all__ = [
     "dataset_from_arrays",
     "load_dataset",
     "load_dataset_bytes",
+    "load_npz_file",
 ]
 
 
@@ -355,41 +356,91 @@ def _parse_file(
 
 
 def _read_npz(data: bytes, name: str) -> tuple[np.ndarray, np.ndarray]:
+    arrays = _npz_arrays(data, name, "X=..., Y=...", ("X", "Y"), _check_xy_headers)
+    return arrays["X"], arrays["Y"]
+
+
+def _check_xy_headers(shapes: dict[str, tuple[int, ...]], name: str) -> None:
+    _check_shapes(shapes["X"], shapes["Y"], name)
+
+
+def load_npz_file(
+    path: str,
+    *,
+    what: str,
+    example: str,
+    keys: Sequence[str] | None = None,
+    max_elements: int,
+    max_total: int,
+    max_arrays: int,
+    why: str,
+) -> dict[str, np.ndarray]:
+    """Numeric arrays of a user ``.npz`` file other than a dataset (weights, plane points).
+
+    The same reading as a dataset's: size cap, a real zip archive, every array's header
+    checked before its data are read, never unpickled. ``keys``: the arrays to read (all
+    must be there; default: every array in the file). ``what`` names the file in "not found"
+    and ``example`` shows the ``numpy.savez`` call that writes a good one. Caps, from the
+    headers (a small zero-filled archive can declare gigabytes): at most ``max_arrays``
+    arrays, ``max_elements`` numbers in any one and ``max_total`` in all; ``why`` says
+    which limit they follow from.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"{what} not found: {path}")
+    _check_upload_size(file.stat().st_size, str(path))
+
+    def check(shapes: dict[str, tuple[int, ...]], name: str) -> None:
+        if len(shapes) > max_arrays:
+            raise InputError(f"{name!r} holds {len(shapes)} arrays; a {what} holds at most "
+                             f"{max_arrays} ({why}).")
+        sizes = {key: math.prod(shape) for key, shape in shapes.items()}
+        for key, size in sizes.items():
+            if size > max_elements:
+                raise InputError(f"{key} in {name!r} has {size:,} numbers (shape "
+                                 f"{shapes[key]}); the limit is {max_elements:,} ({why}).")
+        if sum(sizes.values()) > max_total:
+            raise InputError(f"{name!r} holds {sum(sizes.values()):,} numbers; the limit is "
+                             f"{max_total:,} ({why}).")
+
+    return _npz_arrays(file.read_bytes(), str(path), example, keys, check)
+
+
+def _npz_arrays(data: bytes, name: str, example: str, keys: Sequence[str] | None,
+                check_headers) -> dict[str, np.ndarray]:
+    """``{key: array}`` of an .npz held in memory. ``check_headers(shapes, name)`` sees every
+    shape (from the headers) before any data are decompressed."""
+    hint = f"save it with numpy.savez(path, {example})."
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(
-            f"{name!r} is not a valid .npz archive; save it with numpy.savez(path, X=..., Y=...)."
-        ) from exc
+        raise InputError(f"{name!r} is not a valid .npz archive; {hint}") from exc
     with zf:
         members = {}
         for member in zf.namelist():
             members[member[:-4] if member.endswith(".npy") else member] = member
-        missing = [k for k in ("X", "Y") if k not in members]
-        if missing:
+        if keys is None:
+            keys = list(members)
+        missing = [k for k in keys if k not in members]
+        if missing or not keys:
             held = ", ".join(sorted(members)) or "nothing"
             raise InputError(
-                f"{name!r} has no array named {' or '.join(missing)} (it holds: {held}); "
-                "save it with numpy.savez(path, X=..., Y=...)."
+                f"{name!r} has no array named {' or '.join(missing) or 'at all'} "
+                f"(it holds: {held}); {hint}"
             )
-        shapes = {}
-        for key in ("X", "Y"):
-            shapes[key] = _npy_header(zf, members[key], key, name)
-    _check_shapes(shapes["X"], shapes["Y"], name)
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            X = npz["X"]
-            Y = npz["Y"]
-    except ValueError as exc:  # object arrays need pickle
-        raise InputError(
-            f"{name!r} holds an object (pickled) array, which is not accepted; "
-            "save plain numeric arrays."
-        ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise InputError(
-            f"{name!r} is a damaged .npz archive; save it again with numpy.savez."
-        ) from exc
-    return X, Y
+        shapes = {key: _npy_header(zf, members[key], key, name) for key in keys}
+        if check_headers is not None:
+            check_headers(shapes, name)
+        arrays = {}
+        for key in keys:
+            try:
+                with zf.open(members[key]) as fp:
+                    arrays[key] = np.lib.format.read_array(fp, allow_pickle=False)
+            except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+                raise InputError(
+                    f"{name!r} is a damaged .npz archive; save it again with numpy.savez."
+                ) from exc
+    return arrays
 
 
 def _npy_header(zf: zipfile.ZipFile, member: str, key: str, name: str) -> tuple[int, ...]:

@@ -26,6 +26,7 @@ MAX_NOISE = 1e3                # noise of a synthetic dataset
 MAX_LR = 1e3                   # step size in the dashboard (the CLI allows up to 1e6)
 MIN_GRID = 3                   # points per side of a dashboard surface
 MAX_PARAMS_EXACT_LAMBDA = 256  # λ_min/λ_max along a path: exact eigh up to here, Lanczos above
+PATH_LANCZOS_STEPS = 40        # default Krylov dimension of λ tracking along a path
 MAX_PATH_WEIGHT_BYTES = 128 * 2**20  # recorded weights of one path
 MAX_CURVE_POINTS = 5_001       # loss / gradient-norm points the dashboard receives per path
 MAX_WEIGHT_ROWS = 1_001        # recorded path points the dashboard receives
@@ -48,11 +49,62 @@ MAX_DENSITY_GRID = 4_096       # points of a spectral-density grid (Lanczos diag
 MAX_EXPORT_POINTS = 250_000    # grid nodes of one exported surface mesh (~25 MB of text)
 
 
-# Work budgets of one dashboard request (products of sizes: grid² × m × n_params, …),
-# scaled by the LANDSCAPE_WORK_SCALE environment variable on bigger hosts.
+# Work budgets of one dashboard request or CLI run (products of sizes: grid² × m × n_params,
+# …), scaled by the LANDSCAPE_WORK_SCALE environment variable on bigger hosts.
 MAX_SURFACE_WORK = 4e10
 MAX_PATH_WORK = 4e10
 MAX_STARTS_WORK = 2e11
+
+
+# How the work budgets count, shared by the dashboard's validation (landscape_app/settings.py)
+# and the CLI so that both refuse the same requests.
+
+
+def work_scale() -> float:
+    """``LANDSCAPE_WORK_SCALE`` (default 1, at least 1e-3): multiplies the work budgets."""
+    import math
+    import os
+
+    try:
+        scale = float(os.environ.get("LANDSCAPE_WORK_SCALE", "1"))
+    except ValueError:
+        return 1.0
+    return max(scale, 1e-3) if not math.isnan(scale) else 1.0
+
+
+def full_batch_rows(model: str, loss: str, rows: int, d_x: int, d_y: int) -> int:
+    """Rows full-batch work (Hessians, full-batch paths) touches: a deep linear net with the
+    squared loss runs on its d_x + d_y sufficient rows (``compute.sufficient_data``)."""
+    if model == "linear" and loss == "squared":
+        return min(rows, d_x + d_y)
+    return rows
+
+
+def path_rows(model: str, loss: str, optimizer: str, batch, rows: int, d_x: int,
+              d_y: int) -> int:
+    """Rows one step of a path touches: :func:`full_batch_rows` for a full-batch path;
+    minibatch paths record the loss on all m samples every step."""
+    if batch is None and optimizer != "sgd":
+        return full_batch_rows(model, loss, rows, d_x, d_y)
+    return rows
+
+
+def lambda_evaluations(n_params: int, method: str = "auto", krylov: int | None = None) -> int:
+    """Gradient evaluations one tracked λ_min/λ_max point costs: 2n for the exact Hessian
+    (auto: up to MAX_PARAMS_EXACT_LAMBDA parameters), 2 × the Krylov dimension for Lanczos."""
+    if method == "auto":
+        method = "exact" if n_params <= MAX_PARAMS_EXACT_LAMBDA else "lanczos"
+    if method == "exact":
+        return 2 * n_params
+    return 2 * (min(n_params, PATH_LANCZOS_STEPS) if krylov is None else krylov)
+
+
+def path_step_work(step_rows: int, n_params: int, lambda_every: int = 0,
+                   lambda_evals: int = 0) -> float:
+    """Work of one path step (counted against MAX_PATH_WORK): rows × parameters, plus the
+    share of λ tracking every ``lambda_every`` steps."""
+    per_step = 1.0 + (lambda_evals / lambda_every if lambda_every else 0.0)
+    return max(step_rows, 1) * max(n_params, 1) * per_step
 
 
 def check_int(name: str, value, low: int, high: int, why: str = "") -> int:

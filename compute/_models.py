@@ -261,6 +261,12 @@ def params_from_arrays(spec: ModelSpec, arrays: Mapping[str, np.ndarray],
         for name, value in layer.items():
             if not np.all(np.isfinite(value)):
                 raise InputError(f"{name}{k} contains NaN or inf.")
+            # Checked before the cast, which would turn them into inf with a RuntimeWarning.
+            limit = float(np.finfo(np.dtype(dtype)).max)
+            if value.size and np.max(np.abs(value)) > limit:
+                raise InputError(f"{name}{k} holds values up to {np.max(np.abs(value)):.3g}, "
+                                 f"beyond {np.dtype(dtype).name}'s range (±{limit:.3g}): use "
+                                 "float64 precision or smaller weights.")
         layers.append({key: jnp.asarray(v, dtype=dtype) for key, v in layer.items()})
     return tuple(layers)
 

@@ -47,6 +47,7 @@ from compute._limits import (
     MAX_STARTS,
     MAX_STEPS,
     MEMORY_BUDGET_BYTES,
+    PATH_LANCZOS_STEPS,
 )
 from compute._losses import flat_objective, sufficient_data
 from compute._models import ModelSpec, flatten_params, init_params
@@ -618,7 +619,7 @@ def _lambda_options(every, method, krylov, n: int) -> tuple[int, str, int]:
         raise InputError(f"exact eigenvalues need at most {MAX_PARAMS_EXACT_HESSIAN} "
                          f"parameters (the model has {n}); use lambda_method='lanczos'.")
     if krylov is None:
-        krylov = min(n, 40)
+        krylov = min(n, PATH_LANCZOS_STEPS)
     if isinstance(krylov, bool) or not isinstance(krylov, (int, np.integer)) \
             or not 2 <= krylov <= min(n, MAX_LANCZOS_STEPS):
         raise InputError(f"lanczos_steps must be an integer between 2 and "

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_GRID, MAX_SPAN, check_range
+from compute._limits import MAX_GRID, MAX_SEED, MAX_SPAN, check_int, check_range
 from compute._models import ModelSpec, check_flat_params
 
 __all__ = [
@@ -172,15 +172,22 @@ def plane_through_points(p0, p1, p2, *, margin: float = 0.25,
                          f"{b.size} and {c.size}.")
     if not (np.isfinite(margin) and 0 <= margin <= 10):
         raise InputError(f"the margin must be a number between 0 and 10, got {margin!r}.")
-    d1 = b - a
-    norm1 = float(d1 @ d1)
+    # Points near ±1e308 are finite but their differences and norms overflow: one error
+    # below instead of a RuntimeWarning from each step.
+    with np.errstate(over="ignore", invalid="ignore"):
+        d1 = b - a
+        norm1 = float(d1 @ d1)
+        e = c - a
+        coord = float(e @ d1) / norm1 if norm1 else 0.0
+        d2 = e - coord * d1
+        norm_d2, norm_e = float(np.linalg.norm(d2)), float(np.linalg.norm(e))
+    if not all(np.isfinite(v) for v in (norm1, coord, norm_d2, norm_e)):
+        raise InputError(f"{names[0]}, {names[1]} and {names[2]} are too large: the distances "
+                         "between them overflow float64; rescale them.")
     if norm1 == 0.0:
         raise InputError(f"{names[0]} and {names[1]} are the same point; a plane needs three "
                          "distinct points.")
-    e = c - a
-    coord = float(e @ d1) / norm1
-    d2 = e - coord * d1
-    if float(np.linalg.norm(d2)) <= 1e-12 * max(float(np.linalg.norm(e)), np.sqrt(norm1)):
+    if norm_d2 <= 1e-12 * max(norm_e, np.sqrt(norm1)):
         raise InputError(f"{names[0]}, {names[1]} and {names[2]} lie on one line; "
                          "they span no plane.")
     lo, hi = min(0.0, 1.0, coord), max(0.0, 1.0, coord)
@@ -250,9 +257,7 @@ def _check_span(span) -> float:
 
 
 def _check_seed(seed) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InputError(f"the seed must be a non-negative integer, got {seed!r}.")
-    return int(seed)
+    return check_int("the seed", seed, 0, MAX_SEED)  # the bound of every other seed
 
 
 def _check_bias_mode(bias: str) -> str:

@@ -363,6 +363,11 @@ def _polynomial(spec, center, d1, d2, X, Y, budget) -> np.ndarray:
     m, d_y = Y.shape
     if spec.bias:
         X = np.concatenate([X, np.ones((m, 1))], axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is a result: inf/NaN cells
+        return _polynomial_coefficients(L, C, D, E, X, Y, m, d_y)
+
+
+def _polynomial_coefficients(L, C, D, E, X, Y, m, d_y) -> np.ndarray:
     # P[i, j] = coefficient of α^i β^j of W_L⋯W_1 (rows: outputs), built from the output
     # side so the intermediate arrays stay d_y × d_k.
     P = np.zeros((L + 1, L + 1, d_y, C[-1].shape[1]))

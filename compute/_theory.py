@@ -72,7 +72,11 @@ def _data(X, Y) -> tuple[np.ndarray, np.ndarray]:
 
 def _regression(X, Y) -> _Regression:
     X, Y = _data(X, Y)
-    G = X.T @ X
+    with np.errstate(over="ignore", invalid="ignore"):
+        G = X.T @ X
+    if not np.all(np.isfinite(G)):
+        raise InputError("XᵀX overflows float64 (the inputs are too large): the deep-linear "
+                         "closed forms need rescaled data.")
     cond = np.linalg.cond(G)
     if not np.isfinite(cond) or cond > MAX_CONDITION:
         raise InputError(f"XᵀX is singular (condition number {cond:.1e}): the deep-linear "

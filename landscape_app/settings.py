@@ -82,10 +82,7 @@ MAX_RACE_TEXT = 64 * LIMITS.MAX_RACERS
 # Work budgets (multiply-adds, roughly m × n_params per loss evaluation); a request above one
 # would run for minutes on the 2-core reference machine. The offending field gets a message.
 # LANDSCAPE_WORK_SCALE multiplies them (e.g. 20 on a GPU host).
-try:
-    _WORK_SCALE = max(float(os.environ.get("LANDSCAPE_WORK_SCALE", "1")), 1e-3)
-except ValueError:
-    _WORK_SCALE = 1.0
+_WORK_SCALE = LIMITS.work_scale()
 MAX_SURFACE_WORK = LIMITS.MAX_SURFACE_WORK * _WORK_SCALE    # grid² × m × n_params
 MAX_PATH_WORK = LIMITS.MAX_PATH_WORK * _WORK_SCALE          # steps × m × n_params
 MAX_STARTS_WORK = LIMITS.MAX_STARTS_WORK * _WORK_SCALE      # n_starts × steps × m × n_params
@@ -481,16 +478,14 @@ def upload_info(dataset: str) -> dict | None:
 def full_batch_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
     """Rows full-batch work (Hessians, full-batch paths) touches: a deep linear net with the
     squared loss runs on its d_x + d_y sufficient rows (``compute.sufficient_data``)."""
-    if settings.get("model") == "linear" and settings.get("loss") == "squared":
-        return min(rows, d_x + d_y)
-    return rows
+    return LIMITS.full_batch_rows(settings.get("model"), settings.get("loss"), rows, d_x, d_y)
 
 
 def path_rows(settings: Mapping, rows: int, d_x: int, d_y: int) -> int:
     """Rows one step of a path touches: :func:`full_batch_rows` for a full-batch path;
     minibatch paths record the loss on all m samples every step."""
-    full_batch = settings.get("batch") is None and settings.get("optimizer") != "sgd"
-    return full_batch_rows(settings, rows, d_x, d_y) if full_batch else rows
+    return LIMITS.path_rows(settings.get("model"), settings.get("loss"),
+                            settings.get("optimizer"), settings.get("batch"), rows, d_x, d_y)
 
 
 def dataset_shape(settings: Mapping) -> tuple[int, int, int, str]:
@@ -615,12 +610,9 @@ def _check_combinations(s: dict, errors: dict[str, str]) -> None:
 
     work = max(rows, 1) * max(P, 1)
     step_work = max(path_rows(s, rows, d_x, d_y), 1) * max(P, 1)
-    # λ tracking costs gradient evaluations too: 2n (exact, small models) or about 2 × 40
-    # (Lanczos) per tracked point; see landscape_app.tasks.lambda_method.
-    per_step = 1.0
-    if s["lambda_every"]:
-        per_step += (2 * P if P <= MAX_PARAMS_EXACT_LAMBDA else 80) / s["lambda_every"]
-    steps = max(1, int(MAX_PATH_WORK // (step_work * per_step)))
+    # λ tracking costs gradient evaluations too (landscape_app.tasks.lambda_method's choice)
+    steps = max(1, int(MAX_PATH_WORK // LIMITS.path_step_work(
+        path_rows(s, rows, d_x, d_y), P, s["lambda_every"], LIMITS.lambda_evaluations(P))))
     if s["steps"] > steps:
         fail("steps", f"{s['steps']:,} steps of this model on {rows:,} samples is too much work "
                       f"for one request; use at most {steps:,} steps (or a smaller model or "

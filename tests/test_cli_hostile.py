@@ -11,6 +11,8 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
+import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
+from compute import _cli_path, _cli_spectrum, _cli_surface
 from compute._cli import main
 from compute._limits import (
     MAX_DEPTH,
@@ -158,6 +161,17 @@ def test_seed_beyond_the_limit_is_refused(command, seed, tmp_path, capsys):
     # accept it; the dashboard refuses anything above MAX_SEED.
     code, err = run_main([*base(command, tmp_path), "--seed", str(seed)], capsys)
     assert_one_line_error(code, err, "seed")
+
+
+@pytest.mark.parametrize("seed", [MAX_SEED + 1, 2**80])
+@pytest.mark.parametrize("plane", ["random", "filter", "layer"])
+def test_plane_seed_has_the_bound_of_seed(seed, plane, tmp_path, capsys):
+    argv = [*base("surface", tmp_path), "--plane", plane]
+    code, err = run_main([*argv, "--plane-seed", str(seed)], capsys)
+    assert_one_line_error(code, err, "--plane-seed", str(MAX_SEED))
+    assert not (tmp_path / "s.npz").exists()
+    code, err = run_main([*argv, "--plane-seed", str(MAX_SEED)], capsys)
+    assert code == 0, err
 
 
 @pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
@@ -381,6 +395,34 @@ def test_wrong_weights_exit_2(name, command, tmp_path, capsys):
     assert_one_line_error(*run_main(argv, capsys))
 
 
+MLP_WEIGHTS = {"W1": np.ones((3, 2)), "b1": np.zeros(3), "W2": np.ones((2, 3)),
+               "b2": np.zeros(2)}  # xor: 2 → 3 → 2, with biases
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+@pytest.mark.parametrize(("extra", "phrase"), [
+    (["--no-bias"], "--no-bias"),
+    (["--widths", "4"], "--widths"),
+    (["--widths", "3,3"], "--widths"),
+])
+def test_options_that_contradict_the_weights_file_exit_2(command, extra, phrase, tmp_path,
+                                                         capsys):
+    path = _npz(tmp_path / "w.npz", **MLP_WEIGHTS)
+    argv = [*base(command, tmp_path), "--weights", str(path), *extra]
+    argv[argv.index("linear")] = "mlp"
+    assert_one_line_error(*run_main(argv, capsys), phrase)
+
+
+def test_options_that_agree_with_the_weights_file_are_accepted(tmp_path, capsys):
+    with_bias = _npz(tmp_path / "w.npz", **MLP_WEIGHTS)
+    no_bias = _npz(tmp_path / "n.npz", W1=MLP_WEIGHTS["W1"], W2=MLP_WEIGHTS["W2"])
+    for weights, extra in ((with_bias, ["--widths", "3"]), (no_bias, ["--no-bias"])):
+        argv = [*base("surface", tmp_path), "--weights", str(weights), *extra]
+        argv[argv.index("linear")] = "mlp"
+        code, err = run_main(argv, capsys)
+        assert code == 0, err
+
+
 @pytest.mark.parametrize("points", [
     dict(p0=np.zeros(4), p1=np.ones(4)),                          # p2 missing
     dict(p0=np.zeros(4), p1=np.ones(5), p2=np.ones(4)),           # wrong length
@@ -393,6 +435,91 @@ def test_bad_points_exit_2(points, tmp_path, capsys):
     path = _npz(tmp_path / "p.npz", **points)
     argv = [*base("surface", tmp_path), "--plane", "points", "--points", str(path)]
     assert_one_line_error(*run_main(argv, capsys))
+
+
+def _not_an_archive(kind: str, path: Path) -> Path:
+    """A weights/points file that is no zip archive at all."""
+    if kind == "npy-renamed":
+        with open(path, "wb") as f:  # np.save would append .npy to the name
+            np.save(f, np.zeros((2, 2)))
+    elif kind == "csv":
+        path.write_text("W1,W2\n1,2\n3,4\n")
+    else:
+        path.write_bytes(MALFORMED[kind])
+    return path
+
+
+FILE_OPTIONS = [("surface", "--weights"), ("spectrum", "--weights"), ("path", "--weights"),
+                ("surface", "--points")]
+
+
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+@pytest.mark.parametrize("kind", ["npy-renamed", "csv", "not-a-zip.npz", "garbage.npz",
+                                  "empty.npz"])
+def test_weights_or_points_that_are_no_npz_archive_exit_2(command, option, kind, tmp_path,
+                                                          capsys):
+    path = _not_an_archive(kind, tmp_path / "f.npz")
+    argv = [*base(command, tmp_path), option, str(path)]
+    if option == "--points":
+        argv += ["--plane", "points"]
+    code, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "not a valid .npz archive")
+    assert "pickle" not in err.lower()  # never suggests loading it unsafely
+
+
+def _zero_filled(path: Path, key: str, shape: tuple[int, ...], data_bytes: int,
+                 **others: np.ndarray) -> Path:
+    """An .npz whose ``key`` declares ``shape`` (float64) and holds ``data_bytes`` zeros,
+    deflated: a small file that numpy would decompress into a large array."""
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for name, array in others.items():
+            with z.open(f"{name}.npy", "w") as f:
+                np.lib.format.write_array(f, array)
+        with z.open(f"{key}.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, header)
+            for _ in range(data_bytes // 2**20):
+                f.write(bytes(2**20))
+    return path
+
+
+BOMBS = {  # (array, declared shape, zero bytes actually stored)
+    "deflated zeros": ((4_000, 4_000), 4_000 * 4_000 * 8),  # 128 MB from a ~130 KB file
+    "header only": ((10**6, 10**6), 0),                     # 8 TB declared, nothing stored
+}
+
+
+@pytest.mark.parametrize(("command", "option"), FILE_OPTIONS)
+@pytest.mark.parametrize("bomb", sorted(BOMBS))
+def test_oversized_weights_or_points_are_refused_from_the_header(command, option, bomb,
+                                                                 tmp_path, capsys):
+    import tracemalloc
+
+    shape, stored = BOMBS[bomb]
+    if option == "--weights":
+        path = _zero_filled(tmp_path / "f.npz", "W1", shape, stored)
+    else:  # xor's linear model has 4 parameters
+        path = _zero_filled(tmp_path / "f.npz", "p0", shape, stored, p1=np.ones(4),
+                            p2=np.arange(4.0))
+    assert path.stat().st_size < 2**20
+    argv = [*base(command, tmp_path), option, str(path)]
+    if option == "--points":
+        argv += ["--plane", "points"]
+    tracemalloc.start()
+    try:
+        code, err = run_main(argv, capsys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20, f"{peak / 2**20:.0f} MiB allocated: the archive was decompressed"
+    assert_one_line_error(code, err, "limit")
+
+
+def test_weights_file_with_too_many_arrays_is_refused(tmp_path, capsys):
+    arrays = {f"W{k}": np.zeros((2, 2)) for k in range(1, 2 * (MAX_DEPTH + 1) + 2)}
+    path = _npz(tmp_path / "w.npz", **arrays)
+    code, err = run_main([*base("spectrum", tmp_path), "--weights", str(path)], capsys)
+    assert_one_line_error(code, err, "arrays")
 
 
 @pytest.mark.parametrize("option", ["--data", "--weights"])
@@ -411,6 +538,47 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
     blocker.write_text("x")
     argv = ["surface", *SMALL, "--grid", "3", "--out", str(blocker / "sub" / "s.npz")]
     assert_one_line_error(*run_main(argv, capsys))
+
+
+UNWRITABLE = {
+    "a folder": lambda tmp: str(tmp),
+    "a folder with a slash": lambda tmp: str(tmp) + "/",
+    "empty": lambda tmp: "",
+    "under a regular file": lambda tmp: str(tmp / "file" / "sub" / "out.x"),
+    "in /proc": lambda tmp: "/proc/landscape-test/out.x",
+}
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+@pytest.mark.parametrize("where", sorted(UNWRITABLE))
+def test_unwritable_output_fails_before_the_computation(command, where, tmp_path, capsys,
+                                                         monkeypatch):
+    if where == "in /proc" and not Path("/proc/self").is_dir():
+        pytest.skip("no /proc here")
+    (tmp_path / "file").write_text("x")
+    before = sorted(tmp_path.rglob("*"))
+    module = {"surface": _cli_surface, "spectrum": _cli_spectrum, "path": _cli_path}[command]
+
+    def no_computation(args):
+        raise AssertionError("the computation started although --out cannot be written")
+
+    monkeypatch.setattr(module, "load_problem", no_computation)
+    argv = [*base(command, tmp_path)[:-1], UNWRITABLE[where](tmp_path)]
+    code, err = run_main(argv, capsys)
+    assert_one_line_error(code, err, "--out" if where == "empty" else "cannot write")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, no probe left behind
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_missing_output_folders_are_created_only_for_a_result(command, tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "result.out"
+    argv = [*base(command, tmp_path)[:-1], str(out)]
+    code, err = run_main([*argv, "--seed", "-1"], capsys)  # bad input: no folders appear
+    assert_one_line_error(code, err, "seed")
+    assert not (tmp_path / "new").exists()
+    code, err = run_main(argv, capsys)
+    assert code == 0, err
+    assert out.is_file()
 
 
 # --------------------------------------------------------------------------- real processes
@@ -437,3 +605,156 @@ def test_limits_used_here_are_the_products():
     from landscape_app import settings
 
     assert MAX_SEED == settings.MAX_SEED
+
+
+# --------------------------------------------------------------------------- work budgets
+
+AUDIT_RUNS = {  # each ran for hours before the CLI had the dashboard's work budgets
+    "surface": ["surface", "--data", "linear_teacher", "--n-samples", "100000", "--model",
+                "mlp", "--widths", "400,400", "--grid", "201"],
+    "path": ["path", "--data", "xor", "--model", "mlp", "--widths", "400,400",
+             "--lambda-every", "1", "--steps", "100000", "--lr", "1e-3"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(AUDIT_RUNS))
+def test_too_much_work_is_refused_at_once(command, tmp_path, capsys):
+    out = tmp_path / "out.npz"
+    started = time.perf_counter()
+    code, err = run_main([*AUDIT_RUNS[command], "--out", str(out)], capsys)
+    assert time.perf_counter() - started < 60
+    assert_one_line_error(code, err, "too much work", "--grid" if command == "surface"
+                          else "--lambda-every")
+    assert not out.exists()
+
+
+class _Reached(Exception):
+    """Raised in place of the computation: the work check let the run through."""
+
+
+# (command, the dashboard's settings, the field the budget limits, the CLI's arguments)
+BUDGETS = [
+    ("surface", {"dataset": "two_moons", "model": "mlp", "widths": [128, 128], "grid": 201,
+                 "n_samples": 2000}, "grid",
+     ["--data", "two_moons", "--n-samples", "2000", "--model", "mlp", "--widths", "128,128"]),
+    ("path", {"dataset": "two_moons", "model": "mlp", "widths": [64, 64], "steps": 100000,
+              "lambda_every": 1, "n_samples": 2000}, "steps",
+     ["--data", "two_moons", "--n-samples", "2000", "--model", "mlp", "--widths", "64,64",
+      "--lambda-every", "1", "--lr", "0.01"]),
+    ("path", {"dataset": "linear_teacher", "model": "linear", "widths": [256, 256],
+              "steps": 100000, "n_samples": 100000, "lambda_every": 0},
+     "steps",  # a full-batch deep linear path is counted on its d_x + d_y rows
+     ["--data", "linear_teacher", "--n-samples", "100000", "--model", "linear",
+      "--widths", "256,256", "--lr", "0.01"]),
+    ("path", {"dataset": "linear_teacher", "model": "linear", "widths": [256, 256],
+              "steps": 100000, "n_samples": 100000, "lambda_every": 0, "optimizer": "sgd"},
+     "steps",
+     ["--data", "linear_teacher", "--n-samples", "100000", "--model", "linear",
+      "--widths", "256,256", "--lr", "0.01", "--optimizer", "sgd"]),
+]
+
+
+@pytest.mark.parametrize(("command", "raw", "field", "args"), BUDGETS,
+                         ids=[f"{c}-{r['dataset']}-{r.get('optimizer', 'gd')}"
+                              for c, r, _, _ in BUDGETS])
+def test_the_cli_budget_is_the_dashboards(command, raw, field, args, tmp_path, capsys,
+                                          monkeypatch):
+    """The largest grid / number of steps the dashboard allows passes the CLI's check; one
+    more is refused with that largest value named."""
+    from landscape_app import settings
+
+    clean, errors = settings.validate_settings(raw)
+    assert field in errors  # the dashboard's own verdict: raw asks for too much
+    largest = clean[field]
+
+    def reached(*_args, **_kwargs):
+        raise _Reached
+
+    if command == "surface":
+        import compute._surface
+        monkeypatch.setattr(compute._surface, "loss_surface", reached)
+    else:
+        monkeypatch.setattr(_cli_path, "run_path", reached)
+    option = f"--{field}"
+    argv = [command, *args, "--out", str(tmp_path / "o.npz")]
+    code, err = run_main([*argv, option, str(largest + 1)], capsys)
+    assert_one_line_error(code, err, "too much work", f"{largest:,}")
+    assert not (tmp_path / "o.npz").exists()
+    monkeypatch.setenv("LANDSCAPE_DEBUG", "1")  # let _Reached through main()
+    with pytest.raises(_Reached):
+        main([*argv, option, str(largest)])
+
+
+# --------------------------------------------------------------------------- overflow
+
+
+def _run_without_warnings(argv, capsys):
+    """``run_main`` with every RuntimeWarning an error: a numpy overflow warning would turn
+    into an internal error (exit 1) instead of passing unnoticed."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        return run_main(argv, capsys)
+
+
+def _huge_data(path: Path, value: float = 1e300) -> Path:
+    """Finite in float64, inf in float32."""
+    return _npz(path, X=value * np.array([[1.0, 2], [3, 1], [2, 5], [4, 3]]),
+                Y=np.array([[1.0], [0], [1], [0]]))
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_data_beyond_float32_are_refused_with_a_hint(command, tmp_path, capsys):
+    data = _huge_data(tmp_path / "d.npz")
+    argv = [*base(command, tmp_path), "--precision", "float32"]
+    argv[argv.index("xor")] = str(data)
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "--precision float64")
+    assert not list(tmp_path.glob("[sp].*"))
+
+
+@pytest.mark.parametrize("value", [1e300, 1e30])
+def test_a_surface_whose_centre_loss_overflows_is_refused(value, tmp_path, capsys):
+    """1e300: finite X, but XᵀX and every loss overflow float64 (the surface was all NaN,
+    exit 0); 1e30: representable in float32 but its squares are not."""
+    data = _huge_data(tmp_path / "d.npz", value)
+    precision = "float64" if value > 1e200 else "float32"
+    argv = ["surface", "--data", str(data), "--model", "linear", "--grid", "3",
+            "--precision", precision, "--out", str(tmp_path / "s.npz")]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "not finite", "rescale")
+    assert not (tmp_path / "s.npz").exists()
+
+
+@pytest.mark.parametrize("command", ["surface", "spectrum", "path"])
+def test_weights_beyond_float32_give_one_line(command, tmp_path, capsys):
+    weights = _npz(tmp_path / "w.npz", W1=np.full((2, 2), 1e39))
+    argv = [*base(command, tmp_path), "--weights", str(weights), "--precision", "float32"]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "float64")
+
+
+def test_points_near_the_float64_limit_give_one_line(tmp_path, capsys):
+    points = _npz(tmp_path / "p.npz", p0=np.full(4, 1e308), p1=np.full(4, -1e308),
+                  p2=np.array([1e308, -1e308, 0, 1]))
+    argv = [*base("surface", tmp_path), "--plane", "points", "--points", str(points)]
+    code, err = _run_without_warnings(argv, capsys)
+    assert_one_line_error(code, err, "overflow")
+
+
+def test_a_path_on_overflowing_data_warns_nothing(tmp_path, capsys):
+    """float64 data whose XᵀX overflows: the path's closed-form reference is left out
+    quietly; the run itself reports its divergence in its one note."""
+    data = _huge_data(tmp_path / "d.npz")
+    argv = ["path", "--data", str(data), "--model", "linear", "--lr", "0.1", "--steps", "3",
+            "--precision", "float64", "--out", str(tmp_path / "p.npz")]
+    code, err = _run_without_warnings(argv, capsys)
+    assert code == 0 and len(err.strip().splitlines()) == 1 and "diverged" in err, err
+
+
+@pytest.mark.slow  # a fresh process: numpy's warnings go straight to its stderr
+def test_real_command_on_data_beyond_float32(tmp_path):
+    data = _huge_data(tmp_path / "d.npz")
+    proc = _cli("surface", "--data", str(data), "--model", "linear", "--grid", "3",
+                "--out", str(tmp_path / "s.npz"))
+    assert_one_line_error(proc.returncode, proc.stderr, "--precision float64")
+    assert not (tmp_path / "s.npz").exists()

@@ -126,3 +126,24 @@ def test_more_bad_input_in_process(tmp_path, capsys, args, words):
     code = main(["path", *DATA, "--model", "linear", *args, "--out", str(tmp_path / "x.npz")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0]
+
+
+@pytest.mark.parametrize("args, cause", [
+    (["--lr", "50"], "lower --lr"),
+    (["--lr", "0.1", "--grad-noise", "1e30"], "--grad-noise"),
+    (["--lr", "0.1", "--widths", "4,4", "--saddle-eps", "1e3"], "--saddle-eps"),
+    (["--lr", "0.1", "--widths", "4,4", "--saddle-eps", "1e12"], "--saddle-eps"),
+    (["--lr", "0.1", "--model", "mlp", "--widths", "8,8,8,8,8,8", "--init-scale", "1000"],
+     "--init-scale"),
+], ids=["step size", "gradient noise", "saddle offset", "saddle offset at the start",
+        "non-finite start"])
+def test_the_divergence_note_names_the_likely_cause(tmp_path, capsys, args, cause):
+    code = main(["path", "--data", "xor", "--model", "linear", "--steps", "100", *args,
+                 "--out", str(tmp_path / "d.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 0 and len(err) == 1 and "diverged at step" in err[0], err
+    assert cause in err[0], err
+    if cause != "lower --lr":
+        assert "; lower --lr." not in err[0], err  # not the step size's default advice
+    with np.load(tmp_path / "d.npz") as r:
+        assert int(r["diverged_at"]) >= 0
