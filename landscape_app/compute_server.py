@@ -96,6 +96,10 @@ QUEUED_TEXT = "waiting for the computation ahead of this one"
 _START_TIMEOUT_S = 90.0   # a cold start imports JAX (and may compile)
 _MAX_REQUEST_BYTES = 1 << 20
 _PROGRESS_INTERVAL_S = 0.1
+# A job still running this long past its deadline has not reached a progress point since: it
+# is stuck (a wedged XLA thread pool, a kernel far beyond its budget). The server then exits
+# so that the next request starts a fresh one; LANDSCAPE_STUCK_AFTER_S overrides (tests).
+_STUCK_AFTER_S = 60.0
 
 
 class TaskError(Exception):
@@ -226,12 +230,17 @@ def _lock_path() -> Path:
     return cache_dir() / f"compute-server-{_host()}.lock"
 
 
-def _time_budget() -> float:
+def _env_seconds(name: str, default: float) -> float:
+    """A positive, finite number of seconds from the environment variable ``name``."""
     try:
-        value = float(os.environ.get("LANDSCAPE_TIME_BUDGET_S", DEFAULT_BUDGET_S))
+        value = float(os.environ.get(name, default))
     except ValueError:
-        return DEFAULT_BUDGET_S
-    return value if math.isfinite(value) and value > 0 else DEFAULT_BUDGET_S
+        return default
+    return value if math.isfinite(value) and value > 0 else default
+
+
+def _time_budget() -> float:
+    return _env_seconds("LANDSCAPE_TIME_BUDGET_S", DEFAULT_BUDGET_S)
 
 
 class _Server:
@@ -248,6 +257,7 @@ class _Server:
         self.lock = threading.Lock()
         self.clients: set[int] = {owner_pid} if owner_pid else set()
         self.active = 0
+        self.deadlines: dict[int, list[float]] = {}  # running jobs' deadlines, by thread
         self.runs: dict[str, int] = {}
         self.started = time.time()
         self.stopping = threading.Event()
@@ -320,11 +330,20 @@ class _Server:
         log.info("compute server %d stopped", os.getpid())
 
     def _watchdog(self) -> None:
-        """Stop when idle and every client process has exited (or released the server)."""
-        while not self.stopping.wait(2.0):
+        """Stop when idle and every client process has exited (or released the server);
+        exit at once when a job is stuck (see ``_STUCK_AFTER_S``)."""
+        stuck_after = _env_seconds("LANDSCAPE_STUCK_AFTER_S", _STUCK_AFTER_S)
+        while not self.stopping.wait(min(2.0, stuck_after / 4)):
             with self.lock:
                 self.clients = {pid for pid in self.clients if _pid_alive(pid)}
                 orphaned = not self.clients and self.active == 0
+                now = time.monotonic()
+                stuck = sum(now > d[0] + stuck_after for d in self.deadlines.values())
+            if stuck:
+                log.error("%d job(s) stuck %g s past their time budget; exiting so that the "
+                          "next request starts a fresh compute server", stuck, stuck_after)
+                self._cleanup()
+                os._exit(3)  # stuck threads cannot be stopped from Python
             if orphaned:
                 log.info("no client process is left; stopping")
                 self.stop()
@@ -408,6 +427,7 @@ class _Server:
             try:
                 with self.lock:
                     self.active += 1
+                    self.deadlines[threading.get_ident()] = deadline
                     if isinstance(name, str) and name in self.tasks.TASKS:
                         self.runs[name] = self.runs.get(name, 0) + 1
                 check()
@@ -416,6 +436,7 @@ class _Server:
             finally:
                 with self.lock:
                     self.active -= 1
+                    self.deadlines.pop(threading.get_ident(), None)
                 self.slots.release()
             conn.send_bytes(b"R" + blob)
         except _Cancelled:

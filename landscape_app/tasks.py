@@ -856,11 +856,13 @@ RAW_TASKS: dict[str, Callable[[Mapping, ProgressFn], dict]] = {
 
 
 def _sleep_task(raw: Mapping, progress: ProgressFn) -> dict:
-    """Test helper: report progress every 20 ms for ``seconds``; counts finished runs."""
+    """Test helper: report progress every 20 ms for ``seconds`` (``quiet``: never, like a
+    stuck kernel); counts finished runs."""
     seconds = float(raw.get("seconds", 1.0))
     start = time.monotonic()
     while time.monotonic() - start < seconds:
-        progress((time.monotonic() - start) / seconds, "sleeping")
+        if not raw.get("quiet"):
+            progress((time.monotonic() - start) / seconds, "sleeping")
         time.sleep(0.02)
     _test_state["slept"] = _test_state.get("slept", 0) + 1
     return {"slept": seconds, "pid": os.getpid(), "finished": _test_state["slept"]}

@@ -304,6 +304,26 @@ def test_killed_server_restarts_on_the_next_call(server):
     assert cs.server_info()["pid"] != old
 
 
+def test_a_stuck_job_makes_the_server_exit_and_the_next_call_starts_a_fresh_one(server):
+    """A job that reaches no progress point long past its deadline (e.g. a wedged XLA thread
+    pool) cannot be stopped from Python: the server exits, its client gets a message, and
+    the next request is served by a new server."""
+    server.shutdown()
+    os.environ["LANDSCAPE_STUCK_AFTER_S"] = "1"
+    try:
+        pid = cs.server_info()["pid"]  # a server that watches with the short limit
+    finally:
+        del os.environ["LANDSCAPE_STUCK_AFTER_S"]
+    start = time.monotonic()
+    with pytest.raises(cs.TaskError) as info:
+        cs.run_task("_sleep", {"seconds": 60, "quiet": True}, budget_s=0.5)
+    assert time.monotonic() - start < 20
+    assert info.value.kind == "internal" and "stopped" in info.value.message
+    _wait_for(lambda: not cs._pid_alive(pid), timeout=10)
+    server.shutdown()  # the next server watches with the default limit again
+    assert cs.run_task("_sleep", {"seconds": 0.01})["pid"] != pid
+
+
 def test_server_dying_mid_job_is_an_internal_error(server):
     pid = cs.server_info()["pid"]
     caught = []
