@@ -31,6 +31,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -1108,13 +1109,49 @@ def _progress_adapter(set_progress: Callable) -> Callable[[float, str], None]:
 
 
 def _job_error(panel: str, status_id: str) -> Callable[[Exception], None]:
+    """The background twin's ``on_error``: the details (the job's traceback) go to the
+    server log under a short reference; the card shows one sentence with that reference."""
     def on_error(exc: Exception) -> None:
-        log.warning("background job for %s failed: %s", panel, exc)
+        ref = uuid.uuid4().hex[:8]
+        log.error("background job for %s failed (log reference %s): %s", panel, ref, exc)
         set_props(status_id, {"children": [html.Span(
-            f"The job stopped before finishing ({str(exc)[:200]}); press the control again "
-            "to retry.", className="status-error")]})
+            f"The job stopped before finishing (internal error; log reference {ref}); press "
+            "the control again to retry.", className="status-error")]})
 
     return on_error
+
+
+MALFORMED_JOB = ("This background job request is malformed (it needs the page's settings); "
+                 "change a control to start the computation again.")
+
+
+def _job_message(n_outputs: int, status_index: int, message: str) -> list:
+    """A background twin's outputs that only show ``message`` on the card's status line
+    (the key store is left alone, so the card computes again on the next change)."""
+    values: list = [no_update] * n_outputs
+    values[status_index] = [html.Span(message, className="status-error")]
+    return values
+
+
+def job_view(job: object) -> tuple[dict | None, str | None]:
+    """``(view, None)`` of a ``<panel>-job`` request the background twin should run,
+    ``(None, None)`` when there is nothing to run, or ``(None, why)`` for a malformed one.
+
+    The foreground callbacks send ``{"run": True, "key": str, "view": dict}`` with a clean
+    view; anything else came from a hostile or stale client and gets one sentence."""
+    if job is None or job == {} or job is False:
+        return None, None
+    if not isinstance(job, Mapping):
+        return None, MALFORMED_JOB
+    if not job.get("run"):
+        return None, None
+    view, key = job.get("view"), job.get("key")
+    if not isinstance(view, Mapping) or not isinstance(key, str):
+        return None, MALFORMED_JOB
+    clean, errors = schema.validate_settings(task_settings(view))
+    if errors:
+        return None, " ".join(str(m) for m in errors.values())
+    return {**dict(view), **clean}, None
 
 
 def _route(task: str, view: Mapping, key: str, done_key: str | None,
@@ -1396,10 +1433,13 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             on_error=_job_error(panel, f"{panel}-status"), **_job_spec(panel),
         )
         def _bg(set_progress, job, ui):
-            if not job or not job.get("run"):
+            job_view_, why = job_view(job)
+            if why is not None:
+                return _job_message(len(outputs), _status_index(outputs), why)
+            if job_view_ is None:
                 raise PreventUpdate
-            return [*build(job["view"], bool((ui or {}).get("present")),
-                           _progress_adapter(set_progress)), job["key"]]
+            present = isinstance(ui, Mapping) and bool(ui.get("present"))
+            return [*build(job_view_, present, _progress_adapter(set_progress)), job["key"]]
 
     card("path", "path", [("path-graph", "figure"), ("path-status", "children"),
                           ("path-key", "data")], build_path)

@@ -489,3 +489,43 @@ def test_callbacks_wired(tmp_path, monkeypatch):
 def _output_spec(text: str) -> dict:
     cid, prop = text.rsplit(".", 1)
     return {"id": cid, "property": prop}
+
+
+# --------------------------------------------------------------------------- background jobs
+
+
+@pytest.mark.parametrize("job", [[1, 2], "notadict", {"run": True}, 7,
+                                 {"run": True, "key": "k", "view": [1, 2]},
+                                 {"run": True, "key": ["k"], "view": {}}])
+def test_malformed_background_job_gets_one_sentence(job):
+    view, why = cb.job_view(job)
+    assert view is None
+    assert why.startswith("This background job request is malformed")
+    assert "Traceback" not in why and "attribute" not in why
+
+
+def test_background_job_with_bad_settings_names_them():
+    view, why = cb.job_view({"run": True, "key": "k", "view": {"steps": "abc"}})
+    assert view is None and "steps" in why and "Traceback" not in why
+
+
+def test_background_job_that_is_off_does_nothing():
+    assert cb.job_view(None) == (None, None)
+    assert cb.job_view({"run": False, "key": "k"}) == (None, None)
+    view, why = cb.job_view({"run": True, "key": "k", "view": _view(steps=50)})
+    assert why is None and view["steps"] == 50
+
+
+def test_background_job_error_shows_a_log_reference_not_the_traceback(monkeypatch, caplog):
+    shown = {}
+    monkeypatch.setattr(cb, "set_props", lambda cid, props: shown.update({cid: props}))
+    exc = Exception("An error occurred inside a background callback: 'list' object has no "
+                    "attribute 'get'\nTraceback (most recent call last):\n  File \"/x.py\"")
+    with caplog.at_level("ERROR", logger="landscape.callbacks"):
+        cb._job_error("path", "path-status")(exc)
+    text = shown["path-status"]["children"][0].children
+    assert "Traceback" not in text and "attribute" not in text and "\n" not in text
+    ref = text.split("log reference ")[1].split(")")[0]
+    assert len(ref) == 8
+    logged = caplog.text
+    assert ref in logged and "'list' object has no attribute 'get'" in logged
