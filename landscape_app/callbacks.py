@@ -837,22 +837,42 @@ def build_theory(view: Mapping) -> tuple[list, list]:
 # --------------------------------------------------------------------------- exports
 
 
-def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
-    """The current results' arrays, prefixed by task (a cache read when already seen),
-    including the Explore view on show."""
+_EXPORT_LABELS = {"surface": "surface", "path": "path", "spectrum": "spectrum", "cut": "1-D cuts"}
+
+
+def _omitted(label: str, why: str | None) -> str:
+    why = (why or "no result").strip().rstrip(".")
+    return f"{label} omitted: {why}."
+
+
+def export_arrays(view: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``(arrays, omitted)``: the current results' arrays, prefixed by task (a cache read
+    when already seen), including the Explore view on show; and one note per result that
+    could not be included ("spectrum omitted: <why>.")."""
     arrays: dict[str, np.ndarray] = {}
+    omitted: list[str] = []
     shown = explore.view_by_key(view.get("explore"))
-    for task in ("surface", "path", "spectrum", "cut", *((shown.task,) if shown else ())):
+    tasks = [(t, _EXPORT_LABELS[t]) for t in ("surface", "path", "spectrum", "cut")]
+    if shown is not None:
+        tasks.append((shown.task, shown.label))
+    for task, label in tasks:
         out = fetch(task, view)
         if not out.ok:
+            omitted.append(_omitted(label, out.error))
             continue
         _flatten_arrays(task, out.payload or {}, arrays)
-    return arrays
+    return arrays, omitted
+
+
+def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
+    """The arrays of :func:`export_arrays` (without the notes on what is missing)."""
+    return export_arrays(view)[0]
 
 
 def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
     """The surface as Wavefront OBJ or VTK PolyData text (``kind`` "obj"/"vtp"), with the
-    Morse index as a point scalar when the index map is on show; or ``(None, why)``."""
+    Morse index as a point scalar when the index map is on show; or ``(None, why)``. With a
+    text, the second item says what the file leaves out ("" when nothing)."""
     from landscape_app import mesh_export
 
     surf = fetch("surface", view)
@@ -866,12 +886,17 @@ def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
         if kind == "obj":
             return mesh_export.surface_obj(a, b, z), ""
         scalars = {}
+        note = ""
         if view.get("explore") == "index_map":
             imap = fetch("index_map", {**view, "imap_grid": a.size})
             idx = _arr(imap.payload or {}, "index") if imap.ok else None
             if idx is not None and idx.shape == z.shape:
                 scalars["morse_index"] = idx
-        return mesh_export.surface_vtp(a, b, z, scalars=scalars or None), ""
+            elif not imap.ok:
+                note = _omitted("index map", imap.error)
+            else:
+                note = _omitted("index map", "its grid does not match the surface's")
+        return mesh_export.surface_vtp(a, b, z, scalars=scalars or None), note
     except ValueError as exc:
         return None, f"Could not export the surface: {exc}"
 
@@ -892,42 +917,86 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def csv_zip_bytes(view: Mapping) -> bytes:
-    """A zip of ``surface.csv`` (alpha, beta, loss) and ``path.csv`` (step, loss, ‖∇L‖)."""
+def csv_export(view: Mapping) -> tuple[bytes | None, list[str]]:
+    """``(zip, omitted)``: a zip of ``surface.csv`` (alpha, beta, loss), ``path.csv`` (step,
+    loss, ‖∇L‖), the Explore view's tables and ``settings.json``, with ``omitted.txt``
+    listing the results it leaves out (also returned); ``None`` instead of a zip that would
+    hold nothing but the settings."""
+    files: dict[str, str] = {}
+    omitted: list[str] = []
+    surf = fetch("surface", view)
+    if surf.ok:
+        p = surf.payload or {}
+        a, b, z = _arr(p, "alpha"), _arr(p, "beta"), _arr(p, "loss")
+        if a is not None and b is not None and z is not None \
+                and z.shape == (b.size, a.size):
+            aa, bb = np.meshgrid(a, b)
+            rows = np.stack([aa.ravel(), bb.ravel(), z.ravel()], axis=1)
+            files["surface.csv"] = _csv(["alpha", "beta", "loss"], rows)
+        else:
+            omitted.append(_omitted("surface", "its result has no grid"))
+    else:
+        omitted.append(_omitted("surface", surf.error))
+    path = fetch("path", view)
+    if path.ok:
+        p = path.payload or {}
+        loss = _arr(p, "loss")
+        g = _arr(p, "grad_norm")
+        if loss is not None:
+            loss = loss.ravel()
+            cols = [np.arange(loss.size), loss]
+            names = ["step", "loss"]
+            if g is not None and g.size == loss.size:
+                cols.append(g.ravel())
+                names.append("grad_norm")
+            files["path.csv"] = _csv(names, np.stack(cols, axis=1))
+        else:
+            omitted.append(_omitted("path", "its result has no loss"))
+    else:
+        omitted.append(_omitted("path", path.error))
+    shown = explore.view_by_key(view.get("explore"))
+    if shown is not None and shown.tables is not None:
+        out = fetch(shown.task, view)
+        if out.ok:
+            try:
+                tables = shown.tables(out.payload or {})
+                for name, (header, rows) in tables.items():
+                    files[name] = _csv(header, rows)
+            except (KeyError, ValueError, TypeError, IndexError):  # an incomplete payload
+                log.exception("the %s tables could not be written", shown.key)
+                omitted.append(_omitted(shown.label, "its result is incomplete"))
+        else:
+            omitted.append(_omitted(shown.label, out.error))
+    if not files:
+        return None, omitted
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        surf = fetch("surface", view)
-        if surf.ok:
-            p = surf.payload or {}
-            a, b, z = _arr(p, "alpha"), _arr(p, "beta"), _arr(p, "loss")
-            if a is not None and b is not None and z is not None:
-                aa, bb = np.meshgrid(a, b)
-                rows = np.stack([aa.ravel(), bb.ravel(), z.ravel()], axis=1)
-                zf.writestr("surface.csv", _csv(["alpha", "beta", "loss"], rows))
-        path = fetch("path", view)
-        if path.ok:
-            p = path.payload or {}
-            loss = _arr(p, "loss")
-            g = _arr(p, "grad_norm")
-            if loss is not None:
-                cols = [np.arange(loss.size), loss]
-                names = ["step", "loss"]
-                if g is not None and g.size == loss.size:
-                    cols.append(g)
-                    names.append("grad_norm")
-                zf.writestr("path.csv", _csv(names, np.stack(cols, axis=1)))
-        shown = explore.view_by_key(view.get("explore"))
-        if shown is not None and shown.tables is not None:
-            out = fetch(shown.task, view)
-            if out.ok:
-                try:
-                    tables = shown.tables(out.payload or {})
-                except (KeyError, ValueError, TypeError):  # an incomplete payload: skip it
-                    tables = {}
-                for name, (header, rows) in tables.items():
-                    zf.writestr(name, _csv(header, rows))
+        for name, text in files.items():
+            zf.writestr(name, text)
+        if omitted:
+            zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
+        zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
+    return buffer.getvalue(), omitted
+
+
+def csv_zip_bytes(view: Mapping) -> bytes:
+    """The zip of :func:`csv_export` (only ``settings.json`` and ``omitted.txt`` when no
+    result is available)."""
+    blob, omitted = csv_export(view)
+    if blob is not None:
+        return blob
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
         zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
     return buffer.getvalue()
+
+
+def export_note(omitted: list[str], nothing: bool = False) -> str:
+    """The export's message: what the file leaves out, or why there is no file."""
+    if nothing:
+        return "Nothing to export yet" + (": " + " ".join(omitted) if omitted else ".")
+    return "Exported without some results: " + " ".join(omitted) if omitted else ""
 
 
 def _csv(header: list[str], rows: np.ndarray) -> str:
@@ -1577,18 +1646,23 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             page = html_export(dict(zip(names, figs, strict=True)))
             return dcc.send_string(page, "landscape-view.html"), ""
         if trig == "export-npz":
-            arrays = export_payloads(view)
+            arrays, omitted = export_arrays(view)
             if not arrays:
-                return no_update, "Nothing to export yet."
-            return dcc.send_bytes(npz_bytes(arrays), "landscape-data.npz"), ""
+                return no_update, export_note(omitted, nothing=True)
+            return dcc.send_bytes(npz_bytes(arrays), "landscape-data.npz"), \
+                export_note(omitted)
         if trig == "export-csv":
-            return dcc.send_bytes(csv_zip_bytes(view), "landscape-data-csv.zip"), ""
+            blob, omitted = csv_export(view)
+            if blob is None:
+                return no_update, export_note(omitted, nothing=True)
+            return dcc.send_bytes(blob, "landscape-data-csv.zip"), export_note(omitted)
         if trig in ("export-obj", "export-vtp"):
             kind = trig.split("-")[1]
             text, error = mesh_text(view, kind)
             if text is None:
                 return no_update, error
-            return dcc.send_string(text, f"landscape-surface.{kind}"), ""
+            return dcc.send_string(text, f"landscape-surface.{kind}"), \
+                (f"Exported without a part: {error}" if error else "")
         raise PreventUpdate
 
 

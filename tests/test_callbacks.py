@@ -529,3 +529,38 @@ def test_background_job_error_shows_a_log_reference_not_the_traceback(monkeypatc
     assert len(ref) == 8
     logged = caplog.text
     assert ref in logged and "'list' object has no attribute 'get'" in logged
+
+
+# ---------------------------------------------------------------- exports that lose a part
+
+
+def test_exports_say_which_results_are_missing(service):
+    service.fail["spectrum"] = TaskError("the Hessian does not fit in memory.", "input")
+    service.fail["path"] = TaskError("steps must be at most 100000.", "input")
+    arrays, omitted = cb.export_arrays(_view())
+    assert "surface_loss" in arrays and not any(k.startswith("spectrum") for k in arrays)
+    assert "spectrum omitted: the Hessian does not fit in memory." in omitted
+    assert "path omitted: steps must be at most 100000." in omitted
+    blob, omitted = cb.csv_export(_view())
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        assert "path.csv" not in zf.namelist() and "surface.csv" in zf.namelist()
+        note = zf.read("omitted.txt").decode()
+    assert "path omitted: steps must be at most 100000." in note
+
+
+def test_csv_export_with_no_result_says_why_instead_of_a_settings_only_zip(service):
+    service.fail["surface"] = TaskError("grid must be at most 201.", "input")
+    service.fail["path"] = TaskError("the path diverged at once.", "input")
+    blob, omitted = cb.csv_export(_view())
+    assert blob is None
+    message = cb.export_note(omitted, nothing=True)
+    assert "surface omitted: grid must be at most 201." in message
+    assert "path omitted: the path diverged at once." in message
+
+
+def test_vtp_export_says_when_the_index_map_is_left_out(service):
+    service.fail["index_map"] = TaskError("the index map needs at most 400 parameters.",
+                                          "input")
+    text, note = cb.mesh_text(_view(explore="index_map"), "vtp")
+    assert text is not None and "morse_index" not in text
+    assert note == "index map omitted: the index map needs at most 400 parameters."
