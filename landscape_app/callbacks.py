@@ -23,18 +23,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import functools
 import hashlib
 import io
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
@@ -62,6 +65,9 @@ log = logging.getLogger("landscape.callbacks")
 # reference CPU once compiled); anything bigger runs as a background job with a progress bar.
 FAST_WORK = 3e8
 MAX_DOWNLOAD_POINTS = 200_000
+# Background jobs (each its own process) running at once on this machine; a job started
+# beyond this answers "the server is busy" at once instead of computing.
+MAX_BACKGROUND_JOBS = 4
 UI_KEYS = ("preset", "present")
 VIEW_KEYS = ("compare", "many_starts", "critical")
 SETTINGS_FIELDS = tuple(schema.DEFAULTS)
@@ -1190,6 +1196,52 @@ def _job_error(panel: str, status_id: str) -> Callable[[Exception], None]:
     return on_error
 
 
+def busy_message() -> str:
+    return (f"The server is busy: {MAX_BACKGROUND_JOBS} computations are running; try again "
+            "in a moment.")
+
+
+@contextlib.contextmanager
+def job_slot() -> Iterator[bool]:
+    """Hold one of :data:`MAX_BACKGROUND_JOBS` slots while the block runs: yields True, or
+    False when every slot is taken. A slot is an exclusive ``flock`` on a file under the
+    cache folder, so the count is shared by every process on this machine (each background
+    job is a process of its own) and a killed job frees its slot."""
+    folder = schema.cache_dir() / "job-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(max(int(MAX_BACKGROUND_JOBS), 0)):
+        fd = os.open(folder / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    yield False
+
+
+def background_outputs(build: Callable, outputs: list[tuple[str, str]], job: object,
+                       ui: object, set_progress: Callable) -> list:
+    """The outputs of a card's background twin for ``job`` (its ``<panel>-job`` data):
+    ``build``'s values and the key; one sentence on the status line for a malformed job or
+    when :data:`MAX_BACKGROUND_JOBS` computations are already running."""
+    view, why = job_view(job)
+    status = _status_index(outputs)
+    if why is not None:
+        return _job_message(len(outputs), status, why)
+    if view is None:
+        raise PreventUpdate
+    present = isinstance(ui, Mapping) and bool(ui.get("present"))
+    with job_slot() as held:
+        if not held:
+            return _job_message(len(outputs), status, busy_message())
+        return [*build(view, present, _progress_adapter(set_progress)), job["key"]]
+
+
 MALFORMED_JOB = ("This background job request is malformed (it needs the page's settings); "
                  "change a control to start the computation again.")
 
@@ -1502,13 +1554,7 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             on_error=_job_error(panel, f"{panel}-status"), **_job_spec(panel),
         )
         def _bg(set_progress, job, ui):
-            job_view_, why = job_view(job)
-            if why is not None:
-                return _job_message(len(outputs), _status_index(outputs), why)
-            if job_view_ is None:
-                raise PreventUpdate
-            present = isinstance(ui, Mapping) and bool(ui.get("present"))
-            return [*build(job_view_, present, _progress_adapter(set_progress)), job["key"]]
+            return background_outputs(build, outputs, job, ui, set_progress)
 
     card("path", "path", [("path-graph", "figure"), ("path-status", "children"),
                           ("path-key", "data")], build_path)

@@ -564,3 +564,41 @@ def test_vtp_export_says_when_the_index_map_is_left_out(service):
     text, note = cb.mesh_text(_view(explore="index_map"), "vtp")
     assert text is not None and "morse_index" not in text
     assert note == "index map omitted: the index map needs at most 400 parameters."
+
+
+# --------------------------------------------------------------------------- concurrent jobs
+
+
+def _hold_slot(ready, release):
+    with cb.job_slot() as held:
+        assert held
+        ready.set()
+        release.wait(30)
+
+
+def test_background_jobs_beyond_the_limit_are_refused_with_one_sentence(
+        tmp_path, monkeypatch, service):
+    import multiprocessing
+
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cb, "MAX_BACKGROUND_JOBS", 2)
+    outputs = [("cuts-graph", "figure"), ("cuts-status", "children"), ("cuts-key", "data")]
+    job = {"run": True, "key": "k", "view": _view()}
+    forked = multiprocessing.get_context("fork")
+    ready, release = forked.Event(), forked.Event()
+    other = forked.Process(target=_hold_slot, args=(ready, release))  # another job's process
+    other.start()
+    try:
+        assert ready.wait(30)
+        with cb.job_slot() as held:
+            assert held  # the second of two slots
+            values = cb.background_outputs(cb.build_cuts, outputs, job, None, lambda v: None)
+        status = values[1][0].children
+        assert status == ("The server is busy: 2 computations are running; try again in a "
+                          "moment.")
+        assert values[2] is cb.no_update and not [c for c in service.calls if c[0] == "cut"]
+    finally:
+        release.set()
+        other.join(30)
+    values = cb.background_outputs(cb.build_cuts, outputs, job, None, lambda v: None)
+    assert values[2] == "k" and [c for c in service.calls if c[0] == "cut"]
