@@ -204,8 +204,21 @@ def _problem_size(view: Mapping) -> tuple[int, int, int, int]:
         return 200, 200, 200, 64
 
 
-def estimated_work(task: str, view: Mapping) -> float:
-    """Rough multiply-adds of ``task`` (forward + backward ≈ 3 × m × P per gradient)."""
+def path_is_cached(view: Mapping) -> bool:
+    """Whether the path of ``view`` was trained already (its result is in the cache)."""
+    try:
+        from landscape_app.cache import is_cached
+    except ImportError:
+        return False
+    try:
+        return is_cached("path", task_settings(view))
+    except Exception:  # noqa: BLE001 - not known to be trained
+        return False
+
+
+def estimated_work(task: str, view: Mapping, path_trained: bool = False) -> float:
+    """Rough multiply-adds of ``task`` (forward + backward ≈ 3 × m × P per gradient);
+    ``path_trained``: the theory task reuses an already trained path."""
     # Estimate from the validated settings: a raw view from a hostile client (widths as text,
     # say) must not make a large job look small and bypass the background route.
     view = {**view, **schema.validate_settings(task_settings(view))[0]}
@@ -234,6 +247,8 @@ def estimated_work(task: str, view: Mapping) -> float:
         return int(view.get("n_starts") or 1) * path
     if task == "critical_point":
         return 1e9 + path  # an iterative search: never in the request
+    if task == "theory":  # trains the path (unless it is trained), then closed forms
+        return per + (0.0 if path_trained else path)
     for v in explore.VIEWS:
         if task == v.task:
             return v.work(rows, P, view) + (path if needs_path or task != "index_map" else 0.0)
@@ -241,8 +256,27 @@ def estimated_work(task: str, view: Mapping) -> float:
 
 
 def is_fast(task: str, view: Mapping) -> bool:
-    """Whether ``task`` is small enough to answer within the request."""
-    return task != "many_starts" and estimated_work(task, view) <= FAST_WORK
+    """Whether ``task`` is small enough to answer within the request (the theory task
+    counts its path unless that is trained already)."""
+    if task == "many_starts":
+        return False
+    if estimated_work(task, view) <= FAST_WORK:
+        return True
+    return task == "theory" and path_is_cached(view) \
+        and estimated_work(task, view, path_trained=True) <= FAST_WORK
+
+
+def too_large_message(task: str, view: Mapping, coarse: bool = False) -> str:
+    """The status of a card with no background job whose work is too large for the
+    request (a coarse pass, the theory card)."""
+    head = (f"Too large for a quick pass: about {estimated_work(task, view):.2g} "
+            "multiply-adds")
+    if coarse:
+        return f"{head}; the full view runs in the background."
+    if task == "theory":
+        return (f"{head}, training the path included; the theory values are computed once "
+                "the path card has trained the path.")
+    return f"{head}; choose a smaller view."
 
 
 # --------------------------------------------------------------------------- URL & controls
@@ -1539,6 +1573,13 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
                 values = [no_update] * (len(outputs) - 1)
                 values[_status_index(outputs)] = _queued(task)
                 return [*values, no_update, arg]
+            if route == "job":  # no background twin: say so instead of computing here
+                values = [no_update] * (len(outputs) - 1)
+                values[_status_index(outputs)] = [html.Span(
+                    too_large_message(task, work_view, coarse=view_fn is not None),
+                    className="status-muted")]
+                # a coarse pass is done (the full pass waits for its key); others are not
+                return [*values, key if view_fn is not None else no_update, no_update]
             present = bool((ui or {}).get("present"))
             values = rendered(panel, view, present, lambda: build(work_view, present))
             return [*values, key, arg if route == "fast" else no_update]

@@ -602,3 +602,50 @@ def test_background_jobs_beyond_the_limit_are_refused_with_one_sentence(
         other.join(30)
     values = cb.background_outputs(cb.build_cuts, outputs, job, None, lambda v: None)
     assert values[2] == "k" and [c for c in service.calls if c[0] == "cut"]
+
+
+# ----------------------------------------------------------------- cards without a job twin
+
+
+def _big_view(**overrides) -> dict:
+    return _view(model="mlp", widths=[32, 32], dataset="two_moons", n_samples=5000,
+                 steps=6568, lambda_every=0, n_starts=5, **overrides)
+
+
+def test_theory_estimate_counts_the_path_it_trains(monkeypatch):
+    big = _big_view()
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: False)
+    assert not cb.is_fast("theory", big)
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: True)
+    assert cb.is_fast("theory", big)  # the path is trained: only the closed forms remain
+
+
+def _post_card(client, deps, prefix: str, view: dict) -> dict:
+    dep = [d for d in deps if d["output"].startswith(prefix) and not d.get("background")
+           and d["inputs"][0]["id"] == "settings-store"][0]
+    values = {"settings-store": view, "plane-cancel": 1}
+    body = {"output": dep["output"],
+            "outputs": [_output_spec(o) for o in dep["output"].strip(".").split("...")],
+            "inputs": [{**i, "value": values.get(i["id"])} for i in dep["inputs"]],
+            "state": [{**s, "value": None} for s in dep["state"]],
+            "changedPropIds": ["plane-cancel.n_clicks"]}
+    r = client.post("/_dash-update-component", json=body)
+    assert r.status_code == 200, r.data[:300]
+    return r.get_json()["response"]
+
+
+def test_cards_without_a_background_job_refuse_large_work(tmp_path, monkeypatch, service):
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: False)
+    from landscape_app import create_app
+
+    client = create_app().server.test_client()
+    deps = client.get("/_dash-dependencies").get_json()
+    answer = _post_card(client, deps, "..theory-table", _big_view())
+    status = json.dumps(answer["theory-status"]["children"])
+    assert "Too large for a quick pass" in status and "path" in status
+    answer = _post_card(client, deps, "..index_map-graph", _big_view(explore="index_map"))
+    status = json.dumps(answer["index_map-status"]["children"])
+    assert "Too large for a quick pass" in status and "background" in status
+    assert answer["index_map_coarse-key"]["data"]  # the full pass may start
+    assert not service.calls  # nothing was computed in the request
