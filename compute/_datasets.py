@@ -34,7 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from compute._errors import InputError
-from compute._limits import MAX_FEATURES, MAX_NOISE, MAX_SAMPLES, MAX_UPLOAD_BYTES, check_int
+from compute._limits import (
+    MAX_COLUMN_SQUARES,
+    MAX_FEATURES,
+    MAX_NOISE,
+    MAX_SAMPLES,
+    MAX_UPLOAD_BYTES,
+    check_int,
+)
 
 __all__ = [
     "BUILTIN_DATASETS",
@@ -221,6 +228,7 @@ def dataset_from_arrays(X: object, Y: object, name: str = "arrays") -> Dataset:
     Xf = np.ascontiguousarray(Xa, dtype=np.float64)
     Yf = np.ascontiguousarray(Ya, dtype=np.float64)
     _check_finite(Xf, Yf, name)
+    _check_magnitude(Xf, Yf, name)
     m, dx = Xf.shape
     dy = Yf.shape[1]
     return Dataset(
@@ -341,6 +349,26 @@ def _check_finite(
     raise InputError(
         f"{name!r} has a NaN or infinite value in row {i + 1}, column {label}; remove or fill it."
     )
+
+
+def _check_magnitude(
+    X: np.ndarray, Y: np.ndarray, name: str, columns: Sequence[str] | None = None
+) -> None:
+    """InputError naming the first column whose values are so large that its sum of squares
+    (a diagonal entry of XᵀX, a term of the squared loss) overflows float32 arithmetic."""
+    for key, A, offset in (("X", X, 0), ("Y", Y, X.shape[1])):
+        with np.errstate(over="ignore", invalid="ignore"):
+            squares = np.einsum("ij,ij->j", A, A)
+        bad = ~(squares < MAX_COLUMN_SQUARES)
+        if bad.any():
+            j = int(np.argmax(bad))
+            label = repr(columns[offset + j]) if columns is not None else f"{key}[:, {j}]"
+            biggest = float(np.max(np.abs(A[:, j])))
+            raise InputError(
+                f"Column {label} of {name!r} has values up to {biggest:.3g}, too large to "
+                "compute with (their squares overflow float32 and XᵀX); rescale it to "
+                "smaller units."
+            )
 
 
 # --------------------------------------------------------------------------- file parsing
@@ -557,6 +585,7 @@ def _read_csv(data: bytes, name: str, target_columns: Sequence[str] | None) -> D
     X = np.ascontiguousarray(values[:, x_idx])
     Y = np.ascontiguousarray(values[:, y_idx])
     _check_finite(X, Y, name, columns=x_cols + targets)
+    _check_magnitude(X, Y, name, columns=x_cols + targets)
     m = X.shape[0]
     return Dataset(
         name=name,

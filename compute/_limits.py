@@ -11,6 +11,7 @@ MAX_PARAMS = 200_000           # parameters of a model
 MAX_PARAMS_EXACT_HESSIAN = 4_000   # above this, spectra use Lanczos
 MAX_SAMPLES = 100_000          # rows of a dataset
 MAX_FEATURES = 512             # columns of X or Y
+MAX_COLUMN_SQUARES = 3.4e38    # Σ x² of one data column (XᵀX, the squared loss): float32's max
 MAX_GRID = 201                 # points per side of a surface grid
 MAX_CUT_POINTS = 2_001         # points of a 1-D cut
 MAX_STEPS = 100_000            # optimiser steps of a path

@@ -252,6 +252,18 @@ def cached_task(name: str, settings: Mapping, progress: ProgressFn | None = None
     return payload
 
 
+def is_cached(name: str, settings: Mapping) -> bool:
+    """Whether task ``name`` for ``settings`` is in the result cache (no decoding, no
+    compute; False for invalid settings or when the cache cannot be read)."""
+    clean, errors = validate_settings(settings)
+    if errors:
+        return False
+    try:
+        return bool(get_backend().has(canonical_key(name, clean)))
+    except Exception:  # noqa: BLE001 - e.g. Redis down: not known to be cached
+        return False
+
+
 def _read(backend, key: str) -> dict | None:
     try:
         blob = backend.get(key)

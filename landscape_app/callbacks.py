@@ -23,17 +23,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import fcntl
 import functools
 import hashlib
 import io
 import json
 import logging
 import math
+import os
 import threading
 import time
+import uuid
 import zipfile
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlencode
 
@@ -61,6 +65,9 @@ log = logging.getLogger("landscape.callbacks")
 # reference CPU once compiled); anything bigger runs as a background job with a progress bar.
 FAST_WORK = 3e8
 MAX_DOWNLOAD_POINTS = 200_000
+# Background jobs (each its own process) running at once on this machine; a job started
+# beyond this answers "the server is busy" at once instead of computing.
+MAX_BACKGROUND_JOBS = 4
 UI_KEYS = ("preset", "present")
 VIEW_KEYS = ("compare", "many_starts", "critical")
 SETTINGS_FIELDS = tuple(schema.DEFAULTS)
@@ -197,8 +204,21 @@ def _problem_size(view: Mapping) -> tuple[int, int, int, int]:
         return 200, 200, 200, 64
 
 
-def estimated_work(task: str, view: Mapping) -> float:
-    """Rough multiply-adds of ``task`` (forward + backward ≈ 3 × m × P per gradient)."""
+def path_is_cached(view: Mapping) -> bool:
+    """Whether the path of ``view`` was trained already (its result is in the cache)."""
+    try:
+        from landscape_app.cache import is_cached
+    except ImportError:
+        return False
+    try:
+        return is_cached("path", task_settings(view))
+    except Exception:  # noqa: BLE001 - not known to be trained
+        return False
+
+
+def estimated_work(task: str, view: Mapping, path_trained: bool = False) -> float:
+    """Rough multiply-adds of ``task`` (forward + backward ≈ 3 × m × P per gradient);
+    ``path_trained``: the theory task reuses an already trained path."""
     # Estimate from the validated settings: a raw view from a hostile client (widths as text,
     # say) must not make a large job look small and bypass the background route.
     view = {**view, **schema.validate_settings(task_settings(view))[0]}
@@ -227,6 +247,8 @@ def estimated_work(task: str, view: Mapping) -> float:
         return int(view.get("n_starts") or 1) * path
     if task == "critical_point":
         return 1e9 + path  # an iterative search: never in the request
+    if task == "theory":  # trains the path (unless it is trained), then closed forms
+        return per + (0.0 if path_trained else path)
     for v in explore.VIEWS:
         if task == v.task:
             return v.work(rows, P, view) + (path if needs_path or task != "index_map" else 0.0)
@@ -234,8 +256,27 @@ def estimated_work(task: str, view: Mapping) -> float:
 
 
 def is_fast(task: str, view: Mapping) -> bool:
-    """Whether ``task`` is small enough to answer within the request."""
-    return task != "many_starts" and estimated_work(task, view) <= FAST_WORK
+    """Whether ``task`` is small enough to answer within the request (the theory task
+    counts its path unless that is trained already)."""
+    if task == "many_starts":
+        return False
+    if estimated_work(task, view) <= FAST_WORK:
+        return True
+    return task == "theory" and path_is_cached(view) \
+        and estimated_work(task, view, path_trained=True) <= FAST_WORK
+
+
+def too_large_message(task: str, view: Mapping, coarse: bool = False) -> str:
+    """The status of a card with no background job whose work is too large for the
+    request (a coarse pass, the theory card)."""
+    head = (f"Too large for a quick pass: about {estimated_work(task, view):.2g} "
+            "multiply-adds")
+    if coarse:
+        return f"{head}; the full view runs in the background."
+    if task == "theory":
+        return (f"{head}, training the path included; the theory values are computed once "
+                "the path card has trained the path.")
+    return f"{head}; choose a smaller view."
 
 
 # --------------------------------------------------------------------------- URL & controls
@@ -836,22 +877,42 @@ def build_theory(view: Mapping) -> tuple[list, list]:
 # --------------------------------------------------------------------------- exports
 
 
-def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
-    """The current results' arrays, prefixed by task (a cache read when already seen),
-    including the Explore view on show."""
+_EXPORT_LABELS = {"surface": "surface", "path": "path", "spectrum": "spectrum", "cut": "1-D cuts"}
+
+
+def _omitted(label: str, why: str | None) -> str:
+    why = (why or "no result").strip().rstrip(".")
+    return f"{label} omitted: {why}."
+
+
+def export_arrays(view: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``(arrays, omitted)``: the current results' arrays, prefixed by task (a cache read
+    when already seen), including the Explore view on show; and one note per result that
+    could not be included ("spectrum omitted: <why>.")."""
     arrays: dict[str, np.ndarray] = {}
+    omitted: list[str] = []
     shown = explore.view_by_key(view.get("explore"))
-    for task in ("surface", "path", "spectrum", "cut", *((shown.task,) if shown else ())):
+    tasks = [(t, _EXPORT_LABELS[t]) for t in ("surface", "path", "spectrum", "cut")]
+    if shown is not None:
+        tasks.append((shown.task, shown.label))
+    for task, label in tasks:
         out = fetch(task, view)
         if not out.ok:
+            omitted.append(_omitted(label, out.error))
             continue
         _flatten_arrays(task, out.payload or {}, arrays)
-    return arrays
+    return arrays, omitted
+
+
+def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
+    """The arrays of :func:`export_arrays` (without the notes on what is missing)."""
+    return export_arrays(view)[0]
 
 
 def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
     """The surface as Wavefront OBJ or VTK PolyData text (``kind`` "obj"/"vtp"), with the
-    Morse index as a point scalar when the index map is on show; or ``(None, why)``."""
+    Morse index as a point scalar when the index map is on show; or ``(None, why)``. With a
+    text, the second item says what the file leaves out ("" when nothing)."""
     from landscape_app import mesh_export
 
     surf = fetch("surface", view)
@@ -865,12 +926,17 @@ def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
         if kind == "obj":
             return mesh_export.surface_obj(a, b, z), ""
         scalars = {}
+        note = ""
         if view.get("explore") == "index_map":
             imap = fetch("index_map", {**view, "imap_grid": a.size})
             idx = _arr(imap.payload or {}, "index") if imap.ok else None
             if idx is not None and idx.shape == z.shape:
                 scalars["morse_index"] = idx
-        return mesh_export.surface_vtp(a, b, z, scalars=scalars or None), ""
+            elif not imap.ok:
+                note = _omitted("index map", imap.error)
+            else:
+                note = _omitted("index map", "its grid does not match the surface's")
+        return mesh_export.surface_vtp(a, b, z, scalars=scalars or None), note
     except ValueError as exc:
         return None, f"Could not export the surface: {exc}"
 
@@ -891,42 +957,86 @@ def npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def csv_zip_bytes(view: Mapping) -> bytes:
-    """A zip of ``surface.csv`` (alpha, beta, loss) and ``path.csv`` (step, loss, ‖∇L‖)."""
+def csv_export(view: Mapping) -> tuple[bytes | None, list[str]]:
+    """``(zip, omitted)``: a zip of ``surface.csv`` (alpha, beta, loss), ``path.csv`` (step,
+    loss, ‖∇L‖), the Explore view's tables and ``settings.json``, with ``omitted.txt``
+    listing the results it leaves out (also returned); ``None`` instead of a zip that would
+    hold nothing but the settings."""
+    files: dict[str, str] = {}
+    omitted: list[str] = []
+    surf = fetch("surface", view)
+    if surf.ok:
+        p = surf.payload or {}
+        a, b, z = _arr(p, "alpha"), _arr(p, "beta"), _arr(p, "loss")
+        if a is not None and b is not None and z is not None \
+                and z.shape == (b.size, a.size):
+            aa, bb = np.meshgrid(a, b)
+            rows = np.stack([aa.ravel(), bb.ravel(), z.ravel()], axis=1)
+            files["surface.csv"] = _csv(["alpha", "beta", "loss"], rows)
+        else:
+            omitted.append(_omitted("surface", "its result has no grid"))
+    else:
+        omitted.append(_omitted("surface", surf.error))
+    path = fetch("path", view)
+    if path.ok:
+        p = path.payload or {}
+        loss = _arr(p, "loss")
+        g = _arr(p, "grad_norm")
+        if loss is not None:
+            loss = loss.ravel()
+            cols = [np.arange(loss.size), loss]
+            names = ["step", "loss"]
+            if g is not None and g.size == loss.size:
+                cols.append(g.ravel())
+                names.append("grad_norm")
+            files["path.csv"] = _csv(names, np.stack(cols, axis=1))
+        else:
+            omitted.append(_omitted("path", "its result has no loss"))
+    else:
+        omitted.append(_omitted("path", path.error))
+    shown = explore.view_by_key(view.get("explore"))
+    if shown is not None and shown.tables is not None:
+        out = fetch(shown.task, view)
+        if out.ok:
+            try:
+                tables = shown.tables(out.payload or {})
+                for name, (header, rows) in tables.items():
+                    files[name] = _csv(header, rows)
+            except (KeyError, ValueError, TypeError, IndexError):  # an incomplete payload
+                log.exception("the %s tables could not be written", shown.key)
+                omitted.append(_omitted(shown.label, "its result is incomplete"))
+        else:
+            omitted.append(_omitted(shown.label, out.error))
+    if not files:
+        return None, omitted
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        surf = fetch("surface", view)
-        if surf.ok:
-            p = surf.payload or {}
-            a, b, z = _arr(p, "alpha"), _arr(p, "beta"), _arr(p, "loss")
-            if a is not None and b is not None and z is not None:
-                aa, bb = np.meshgrid(a, b)
-                rows = np.stack([aa.ravel(), bb.ravel(), z.ravel()], axis=1)
-                zf.writestr("surface.csv", _csv(["alpha", "beta", "loss"], rows))
-        path = fetch("path", view)
-        if path.ok:
-            p = path.payload or {}
-            loss = _arr(p, "loss")
-            g = _arr(p, "grad_norm")
-            if loss is not None:
-                cols = [np.arange(loss.size), loss]
-                names = ["step", "loss"]
-                if g is not None and g.size == loss.size:
-                    cols.append(g)
-                    names.append("grad_norm")
-                zf.writestr("path.csv", _csv(names, np.stack(cols, axis=1)))
-        shown = explore.view_by_key(view.get("explore"))
-        if shown is not None and shown.tables is not None:
-            out = fetch(shown.task, view)
-            if out.ok:
-                try:
-                    tables = shown.tables(out.payload or {})
-                except (KeyError, ValueError, TypeError):  # an incomplete payload: skip it
-                    tables = {}
-                for name, (header, rows) in tables.items():
-                    zf.writestr(name, _csv(header, rows))
+        for name, text in files.items():
+            zf.writestr(name, text)
+        if omitted:
+            zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
+        zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
+    return buffer.getvalue(), omitted
+
+
+def csv_zip_bytes(view: Mapping) -> bytes:
+    """The zip of :func:`csv_export` (only ``settings.json`` and ``omitted.txt`` when no
+    result is available)."""
+    blob, omitted = csv_export(view)
+    if blob is not None:
+        return blob
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
         zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
     return buffer.getvalue()
+
+
+def export_note(omitted: list[str], nothing: bool = False) -> str:
+    """The export's message: what the file leaves out, or why there is no file."""
+    if nothing:
+        return "Nothing to export yet" + (": " + " ".join(omitted) if omitted else ".")
+    return "Exported without some results: " + " ".join(omitted) if omitted else ""
 
 
 def _csv(header: list[str], rows: np.ndarray) -> str:
@@ -1108,13 +1218,95 @@ def _progress_adapter(set_progress: Callable) -> Callable[[float, str], None]:
 
 
 def _job_error(panel: str, status_id: str) -> Callable[[Exception], None]:
+    """The background twin's ``on_error``: the details (the job's traceback) go to the
+    server log under a short reference; the card shows one sentence with that reference."""
     def on_error(exc: Exception) -> None:
-        log.warning("background job for %s failed: %s", panel, exc)
+        ref = uuid.uuid4().hex[:8]
+        log.error("background job for %s failed (log reference %s): %s", panel, ref, exc)
         set_props(status_id, {"children": [html.Span(
-            f"The job stopped before finishing ({str(exc)[:200]}); press the control again "
-            "to retry.", className="status-error")]})
+            f"The job stopped before finishing (internal error; log reference {ref}); press "
+            "the control again to retry.", className="status-error")]})
 
     return on_error
+
+
+def busy_message() -> str:
+    return (f"The server is busy: {MAX_BACKGROUND_JOBS} computations are running; try again "
+            "in a moment.")
+
+
+@contextlib.contextmanager
+def job_slot() -> Iterator[bool]:
+    """Hold one of :data:`MAX_BACKGROUND_JOBS` slots while the block runs: yields True, or
+    False when every slot is taken. A slot is an exclusive ``flock`` on a file under the
+    cache folder, so the count is shared by every process on this machine (each background
+    job is a process of its own) and a killed job frees its slot."""
+    folder = schema.cache_dir() / "job-slots"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(max(int(MAX_BACKGROUND_JOBS), 0)):
+        fd = os.open(folder / f"slot-{i}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        try:
+            yield True
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    yield False
+
+
+def background_outputs(build: Callable, outputs: list[tuple[str, str]], job: object,
+                       ui: object, set_progress: Callable) -> list:
+    """The outputs of a card's background twin for ``job`` (its ``<panel>-job`` data):
+    ``build``'s values and the key; one sentence on the status line for a malformed job or
+    when :data:`MAX_BACKGROUND_JOBS` computations are already running."""
+    view, why = job_view(job)
+    status = _status_index(outputs)
+    if why is not None:
+        return _job_message(len(outputs), status, why)
+    if view is None:
+        raise PreventUpdate
+    present = isinstance(ui, Mapping) and bool(ui.get("present"))
+    with job_slot() as held:
+        if not held:
+            return _job_message(len(outputs), status, busy_message())
+        return [*build(view, present, _progress_adapter(set_progress)), job["key"]]
+
+
+MALFORMED_JOB = ("This background job request is malformed (it needs the page's settings); "
+                 "change a control to start the computation again.")
+
+
+def _job_message(n_outputs: int, status_index: int, message: str) -> list:
+    """A background twin's outputs that only show ``message`` on the card's status line
+    (the key store is left alone, so the card computes again on the next change)."""
+    values: list = [no_update] * n_outputs
+    values[status_index] = [html.Span(message, className="status-error")]
+    return values
+
+
+def job_view(job: object) -> tuple[dict | None, str | None]:
+    """``(view, None)`` of a ``<panel>-job`` request the background twin should run,
+    ``(None, None)`` when there is nothing to run, or ``(None, why)`` for a malformed one.
+
+    The foreground callbacks send ``{"run": True, "key": str, "view": dict}`` with a clean
+    view; anything else came from a hostile or stale client and gets one sentence."""
+    if job is None or job == {} or job is False:
+        return None, None
+    if not isinstance(job, Mapping):
+        return None, MALFORMED_JOB
+    if not job.get("run"):
+        return None, None
+    view, key = job.get("view"), job.get("key")
+    if not isinstance(view, Mapping) or not isinstance(key, str):
+        return None, MALFORMED_JOB
+    clean, errors = schema.validate_settings(task_settings(view))
+    if errors:
+        return None, " ".join(str(m) for m in errors.values())
+    return {**dict(view), **clean}, None
 
 
 def _route(task: str, view: Mapping, key: str, done_key: str | None,
@@ -1381,6 +1573,13 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
                 values = [no_update] * (len(outputs) - 1)
                 values[_status_index(outputs)] = _queued(task)
                 return [*values, no_update, arg]
+            if route == "job":  # no background twin: say so instead of computing here
+                values = [no_update] * (len(outputs) - 1)
+                values[_status_index(outputs)] = [html.Span(
+                    too_large_message(task, work_view, coarse=view_fn is not None),
+                    className="status-muted")]
+                # a coarse pass is done (the full pass waits for its key); others are not
+                return [*values, key if view_fn is not None else no_update, no_update]
             present = bool((ui or {}).get("present"))
             values = rendered(panel, view, present, lambda: build(work_view, present))
             return [*values, key, arg if route == "fast" else no_update]
@@ -1396,10 +1595,7 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             on_error=_job_error(panel, f"{panel}-status"), **_job_spec(panel),
         )
         def _bg(set_progress, job, ui):
-            if not job or not job.get("run"):
-                raise PreventUpdate
-            return [*build(job["view"], bool((ui or {}).get("present")),
-                           _progress_adapter(set_progress)), job["key"]]
+            return background_outputs(build, outputs, job, ui, set_progress)
 
     card("path", "path", [("path-graph", "figure"), ("path-status", "children"),
                           ("path-key", "data")], build_path)
@@ -1537,18 +1733,23 @@ def register_callbacks(app) -> None:  # noqa: C901 - one place that wires the pa
             page = html_export(dict(zip(names, figs, strict=True)))
             return dcc.send_string(page, "landscape-view.html"), ""
         if trig == "export-npz":
-            arrays = export_payloads(view)
+            arrays, omitted = export_arrays(view)
             if not arrays:
-                return no_update, "Nothing to export yet."
-            return dcc.send_bytes(npz_bytes(arrays), "landscape-data.npz"), ""
+                return no_update, export_note(omitted, nothing=True)
+            return dcc.send_bytes(npz_bytes(arrays), "landscape-data.npz"), \
+                export_note(omitted)
         if trig == "export-csv":
-            return dcc.send_bytes(csv_zip_bytes(view), "landscape-data-csv.zip"), ""
+            blob, omitted = csv_export(view)
+            if blob is None:
+                return no_update, export_note(omitted, nothing=True)
+            return dcc.send_bytes(blob, "landscape-data-csv.zip"), export_note(omitted)
         if trig in ("export-obj", "export-vtp"):
             kind = trig.split("-")[1]
             text, error = mesh_text(view, kind)
             if text is None:
                 return no_update, error
-            return dcc.send_string(text, f"landscape-surface.{kind}"), ""
+            return dcc.send_string(text, f"landscape-surface.{kind}"), \
+                (f"Exported without a part: {error}" if error else "")
         raise PreventUpdate
 
 

@@ -744,12 +744,35 @@ def many_starts_task(s: Mapping, progress: ProgressFn) -> dict:
 # --------------------------------------------------------------------------- theory
 
 
+THEORY_UNSTABLE = ("The closed forms could not be evaluated for these data ({why}); their "
+                   "values are probably too large or too badly scaled: rescale the inputs "
+                   "and targets, or choose preprocess \"standardize\".")
+
+
 def theory_task(s: Mapping, progress: ProgressFn) -> dict:
-    """The closed forms that apply: L*, the gap to it, Baldi–Hornik levels, Saxe's curve."""
+    """The closed forms that apply: L*, the gap to it, Baldi–Hornik levels, Saxe's curve.
+
+    A linear-algebra failure or a non-finite L* (data too large or badly scaled for the
+    closed forms) is an InputError, not an internal error."""
     start = time.perf_counter()
     problem = build_problem(s)
     path = compute_path(s, problem, progress, 0.0, 0.8)
     progress(0.8, "theory")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            payload = _theory_payload(s, problem, path)
+    except np.linalg.LinAlgError:
+        raise InputError(THEORY_UNSTABLE.format(
+            why="a matrix decomposition did not converge")) from None
+    for key, what in (("global_min", "L*"), ("induced_model_loss", "the induced-model loss")):
+        value = payload.get(key)
+        if value is not None and not math.isfinite(value):
+            raise InputError(THEORY_UNSTABLE.format(why=f"{what} is not finite"))
+    payload.update(seconds=time.perf_counter() - start, device=device_summary())
+    return payload
+
+
+def _theory_payload(s: Mapping, problem: Problem, path) -> dict:
     final = _f64(path.final)
     final_loss = problem.loss_at(final)
     global_min = _global_min(s, problem)
@@ -778,7 +801,7 @@ def theory_task(s: Mapping, progress: ProgressFn) -> dict:
             payload["saxe_steps"], payload["saxe_loss"] = saxe
         if note:
             notes.append(note)
-    payload.update(notes=notes, seconds=time.perf_counter() - start, device=device_summary())
+    payload["notes"] = notes
     return payload
 
 

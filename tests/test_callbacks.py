@@ -489,3 +489,163 @@ def test_callbacks_wired(tmp_path, monkeypatch):
 def _output_spec(text: str) -> dict:
     cid, prop = text.rsplit(".", 1)
     return {"id": cid, "property": prop}
+
+
+# --------------------------------------------------------------------------- background jobs
+
+
+@pytest.mark.parametrize("job", [[1, 2], "notadict", {"run": True}, 7,
+                                 {"run": True, "key": "k", "view": [1, 2]},
+                                 {"run": True, "key": ["k"], "view": {}}])
+def test_malformed_background_job_gets_one_sentence(job):
+    view, why = cb.job_view(job)
+    assert view is None
+    assert why.startswith("This background job request is malformed")
+    assert "Traceback" not in why and "attribute" not in why
+
+
+def test_background_job_with_bad_settings_names_them():
+    view, why = cb.job_view({"run": True, "key": "k", "view": {"steps": "abc"}})
+    assert view is None and "steps" in why and "Traceback" not in why
+
+
+def test_background_job_that_is_off_does_nothing():
+    assert cb.job_view(None) == (None, None)
+    assert cb.job_view({"run": False, "key": "k"}) == (None, None)
+    view, why = cb.job_view({"run": True, "key": "k", "view": _view(steps=50)})
+    assert why is None and view["steps"] == 50
+
+
+def test_background_job_error_shows_a_log_reference_not_the_traceback(monkeypatch, caplog):
+    shown = {}
+    monkeypatch.setattr(cb, "set_props", lambda cid, props: shown.update({cid: props}))
+    exc = Exception("An error occurred inside a background callback: 'list' object has no "
+                    "attribute 'get'\nTraceback (most recent call last):\n  File \"/x.py\"")
+    with caplog.at_level("ERROR", logger="landscape.callbacks"):
+        cb._job_error("path", "path-status")(exc)
+    text = shown["path-status"]["children"][0].children
+    assert "Traceback" not in text and "attribute" not in text and "\n" not in text
+    ref = text.split("log reference ")[1].split(")")[0]
+    assert len(ref) == 8
+    logged = caplog.text
+    assert ref in logged and "'list' object has no attribute 'get'" in logged
+
+
+# ---------------------------------------------------------------- exports that lose a part
+
+
+def test_exports_say_which_results_are_missing(service):
+    service.fail["spectrum"] = TaskError("the Hessian does not fit in memory.", "input")
+    service.fail["path"] = TaskError("steps must be at most 100000.", "input")
+    arrays, omitted = cb.export_arrays(_view())
+    assert "surface_loss" in arrays and not any(k.startswith("spectrum") for k in arrays)
+    assert "spectrum omitted: the Hessian does not fit in memory." in omitted
+    assert "path omitted: steps must be at most 100000." in omitted
+    blob, omitted = cb.csv_export(_view())
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        assert "path.csv" not in zf.namelist() and "surface.csv" in zf.namelist()
+        note = zf.read("omitted.txt").decode()
+    assert "path omitted: steps must be at most 100000." in note
+
+
+def test_csv_export_with_no_result_says_why_instead_of_a_settings_only_zip(service):
+    service.fail["surface"] = TaskError("grid must be at most 201.", "input")
+    service.fail["path"] = TaskError("the path diverged at once.", "input")
+    blob, omitted = cb.csv_export(_view())
+    assert blob is None
+    message = cb.export_note(omitted, nothing=True)
+    assert "surface omitted: grid must be at most 201." in message
+    assert "path omitted: the path diverged at once." in message
+
+
+def test_vtp_export_says_when_the_index_map_is_left_out(service):
+    service.fail["index_map"] = TaskError("the index map needs at most 400 parameters.",
+                                          "input")
+    text, note = cb.mesh_text(_view(explore="index_map"), "vtp")
+    assert text is not None and "morse_index" not in text
+    assert note == "index map omitted: the index map needs at most 400 parameters."
+
+
+# --------------------------------------------------------------------------- concurrent jobs
+
+
+def _hold_slot(ready, release):
+    with cb.job_slot() as held:
+        assert held
+        ready.set()
+        release.wait(30)
+
+
+def test_background_jobs_beyond_the_limit_are_refused_with_one_sentence(
+        tmp_path, monkeypatch, service):
+    import multiprocessing
+
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cb, "MAX_BACKGROUND_JOBS", 2)
+    outputs = [("cuts-graph", "figure"), ("cuts-status", "children"), ("cuts-key", "data")]
+    job = {"run": True, "key": "k", "view": _view()}
+    forked = multiprocessing.get_context("fork")
+    ready, release = forked.Event(), forked.Event()
+    other = forked.Process(target=_hold_slot, args=(ready, release))  # another job's process
+    other.start()
+    try:
+        assert ready.wait(30)
+        with cb.job_slot() as held:
+            assert held  # the second of two slots
+            values = cb.background_outputs(cb.build_cuts, outputs, job, None, lambda v: None)
+        status = values[1][0].children
+        assert status == ("The server is busy: 2 computations are running; try again in a "
+                          "moment.")
+        assert values[2] is cb.no_update and not [c for c in service.calls if c[0] == "cut"]
+    finally:
+        release.set()
+        other.join(30)
+    values = cb.background_outputs(cb.build_cuts, outputs, job, None, lambda v: None)
+    assert values[2] == "k" and [c for c in service.calls if c[0] == "cut"]
+
+
+# ----------------------------------------------------------------- cards without a job twin
+
+
+def _big_view(**overrides) -> dict:
+    return _view(model="mlp", widths=[32, 32], dataset="two_moons", n_samples=5000,
+                 steps=6568, lambda_every=0, n_starts=5, **overrides)
+
+
+def test_theory_estimate_counts_the_path_it_trains(monkeypatch):
+    big = _big_view()
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: False)
+    assert not cb.is_fast("theory", big)
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: True)
+    assert cb.is_fast("theory", big)  # the path is trained: only the closed forms remain
+
+
+def _post_card(client, deps, prefix: str, view: dict) -> dict:
+    dep = [d for d in deps if d["output"].startswith(prefix) and not d.get("background")
+           and d["inputs"][0]["id"] == "settings-store"][0]
+    values = {"settings-store": view, "plane-cancel": 1}
+    body = {"output": dep["output"],
+            "outputs": [_output_spec(o) for o in dep["output"].strip(".").split("...")],
+            "inputs": [{**i, "value": values.get(i["id"])} for i in dep["inputs"]],
+            "state": [{**s, "value": None} for s in dep["state"]],
+            "changedPropIds": ["plane-cancel.n_clicks"]}
+    r = client.post("/_dash-update-component", json=body)
+    assert r.status_code == 200, r.data[:300]
+    return r.get_json()["response"]
+
+
+def test_cards_without_a_background_job_refuse_large_work(tmp_path, monkeypatch, service):
+    monkeypatch.setenv("LANDSCAPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cb, "path_is_cached", lambda view: False)
+    from landscape_app import create_app
+
+    client = create_app().server.test_client()
+    deps = client.get("/_dash-dependencies").get_json()
+    answer = _post_card(client, deps, "..theory-table", _big_view())
+    status = json.dumps(answer["theory-status"]["children"])
+    assert "Too large for a quick pass" in status and "path" in status
+    answer = _post_card(client, deps, "..index_map-graph", _big_view(explore="index_map"))
+    status = json.dumps(answer["index_map-status"]["children"])
+    assert "Too large for a quick pass" in status and "background" in status
+    assert answer["index_map_coarse-key"]["data"]  # the full pass may start
+    assert not service.calls  # nothing was computed in the request

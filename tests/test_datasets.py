@@ -460,3 +460,34 @@ def test_csv_row_limit(monkeypatch):
 def test_input_error_is_value_error():
     with pytest.raises(ValueError):
         load_dataset("no_such_dataset")
+
+
+# --------------------------------------------------------------------------- overflowing values
+
+
+def _npz(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def test_upload_whose_squares_overflow_is_refused_naming_the_column():
+    X = np.ones((50, 3))
+    X[:, 1] = 1e308
+    with pytest.raises(InputError, match=r"Column X\[:, 1\] of 'big.npz' has values up to 1e\+308"):
+        load_dataset_bytes(_npz(X=X, Y=np.ones((50, 1))), "big.npz")
+    Y = np.full((50, 1), 3e19)  # finite in float32 too, but its square overflows float32
+    with pytest.raises(InputError, match=r"Y\[:, 0\]"):
+        load_dataset_bytes(_npz(X=np.ones((50, 2)), Y=Y), "big.npz")
+
+
+def test_csv_column_too_large_is_named_by_its_header():
+    data = b"size,weight,price\n1,2e25,3\n4,5,6\n"
+    with pytest.raises(InputError, match="Column 'weight' of 'houses.csv'") as info:
+        load_dataset_bytes(data, "houses.csv")
+    assert "rescale" in str(info.value)
+
+
+def test_large_but_computable_values_are_accepted():
+    ds = load_dataset_bytes(_npz(X=np.full((100, 2), 1e15), Y=np.ones((100, 1))), "ok.npz")
+    assert ds.X.shape == (100, 2) and ds.X[0, 0] == 1e15

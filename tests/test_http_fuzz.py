@@ -580,6 +580,38 @@ def test_healthz_stays_fast_while_a_heavy_job_runs(server, page):
     assert watch.worst < 1.0, f"/healthz took {watch.worst:.2f} s while the job ran"
 
 
+def _run_job(server: str, body: dict, wait: float = 60.0) -> dict:
+    """Start a background callback and poll it: its final answer (JSON)."""
+    status, answer = post_json(server, body)
+    assert_clean_answer(status, answer, "job start")
+    handles = json.loads(answer)
+    if "response" in handles:
+        return handles
+    query = "?" + "&".join(f"{k}={urllib.request.quote(handles[k])}"
+                           for k in ("cacheKey", "job"))
+    started = time.perf_counter()
+    while time.perf_counter() - started < wait:
+        status, answer = post_json(server, body, query=query)
+        assert_clean_answer(status, answer, "job poll")
+        if status == 200 and b'"response"' in answer:
+            return json.loads(answer)
+        time.sleep(0.25)
+    raise AssertionError("the job did not answer within the wait")
+
+
+@pytest.mark.parametrize("job", [[1, 2], "notadict", {"run": True},
+                                 {"run": True, "key": "x", "view": [1, 2]}])
+def test_malformed_background_job_answers_one_sentence(server, page, job):
+    """A hand-made ``path-job`` request: the path status says it is malformed, no traceback."""
+    deps, values, _ = page
+    bg = find_dep(deps, "..path-graph", background=True)
+    body = callback_request(bg, {**values, ("path-job", "data"): job}, ["path-job.data"])
+    result = _run_job(server, body)
+    status = json.dumps(result["response"]["path-status"]["children"])
+    assert "background job request is malformed" in status, status
+    assert "Traceback" not in json.dumps(result) and "attribute" not in status
+
+
 def test_server_is_still_up(server):
     status, body = http(server + "/healthz", timeout=5)
     assert status == 200 and body.strip() == b"ok"

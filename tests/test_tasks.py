@@ -375,3 +375,22 @@ def test_dataset_info_and_cross_entropy_on_uploads():
     with pytest.raises(InputError, match="real-valued targets"):
         tasks.run("path", {**DEFAULTS, "dataset": f"upload:{digest}", "loss": "cross_entropy",
                            "steps": 5}, lambda f, t: None)
+
+
+# --------------------------------------------------------------------------- theory on bad data
+
+
+def test_theory_turns_a_linear_algebra_failure_into_an_input_message(monkeypatch):
+    def no_convergence(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(tasks, "_induced_model_loss", no_convergence)
+    with pytest.raises(InputError, match="could not be evaluated for these data") as info:
+        _run("theory", **LINEAR)
+    assert "rescale" in str(info.value) and "SVD" not in str(info.value)
+
+
+def test_theory_refuses_a_non_finite_global_minimum(monkeypatch):
+    monkeypatch.setattr(tasks, "_global_min", lambda s, problem: float("inf"))
+    with pytest.raises(InputError, match="L\\* is not finite"):
+        _run("theory", **LINEAR)
