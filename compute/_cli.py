@@ -113,7 +113,6 @@ def load_problem(args: argparse.Namespace) -> Problem:
                            noise=args.noise, preprocess=args.preprocess,
                            target_columns=targets, one_hot=not args.signed_targets)
     check_targets(args.loss, dataset.Y, args.data)
-    _check_representable(dataset, dtype, args.data)
     d_x, d_y = dataset.X.shape[1], dataset.Y.shape[1]
     if args.weights:
         arrays = load_weights_file(args.weights)
@@ -174,20 +173,6 @@ def _check_agrees_with_file(args: argparse.Namespace, spec) -> None:
         held = ",".join(map(str, hidden)) or "none"
         raise InputError(f"--widths {args.widths} contradicts the weights file, whose hidden "
                          f"widths are {held}: drop --widths (the file sets them).")
-
-
-def _check_representable(dataset, dtype, source: str) -> None:
-    """InputError unless X and Y stay finite in the working dtype (1e300 is a finite
-    float64 but inf in float32: every loss would then be NaN)."""
-    target = np.dtype(dtype)
-    for name, A in (("X", dataset.X), ("Y", dataset.Y)):
-        with np.errstate(over="ignore"):
-            fits = bool(np.all(np.isfinite(A.astype(target))))
-        if not fits:
-            raise InputError(
-                f"{name} of {source!r} holds values up to {np.max(np.abs(A)):.3g}, beyond "
-                f"{target.name}'s range (±{np.finfo(target).max:.3g}): use --precision "
-                "float64 or rescale the data (e.g. --preprocess standardise).")
 
 
 def write_json(path: str, payload: dict) -> None:
