@@ -1217,15 +1217,24 @@ def _progress_adapter(set_progress: Callable) -> Callable[[float, str], None]:
     return report
 
 
+_DASH_JOB_ERROR = "An error occurred inside a background callback: "
+
+
 def _job_error(panel: str, status_id: str) -> Callable[[Exception], None]:
-    """The background twin's ``on_error``: the details (the job's traceback) go to the
-    server log under a short reference; the card shows one sentence with that reference."""
+    """The background twin's ``on_error``. A job the manager reports lost comes with our own
+    sentence and no traceback (``celery_app``'s ``lost_reason``): the card shows it. Any
+    other failure goes to the server log under a short reference, which the card quotes."""
     def on_error(exc: Exception) -> None:
-        ref = uuid.uuid4().hex[:8]
-        log.error("background job for %s failed (log reference %s): %s", panel, ref, exc)
-        set_props(status_id, {"children": [html.Span(
-            f"The job stopped before finishing (internal error; log reference {ref}); press "
-            "the control again to retry.", className="status-error")]})
+        text = str(exc).removeprefix(_DASH_JOB_ERROR).strip()
+        if text and "\n" not in text and "Traceback" not in text and len(text) <= 300:
+            log.warning("background job for %s stopped: %s", panel, text)
+            message = f"{text.rstrip('.')}."
+        else:
+            ref = uuid.uuid4().hex[:8]
+            log.error("background job for %s failed (log reference %s): %s", panel, ref, exc)
+            message = (f"The job stopped before finishing (internal error; log reference "
+                       f"{ref}); press the control again to retry.")
+        set_props(status_id, {"children": [html.Span(message, className="status-error")]})
 
     return on_error
 

@@ -531,6 +531,18 @@ def test_background_job_error_shows_a_log_reference_not_the_traceback(monkeypatc
     assert ref in logged and "'list' object has no attribute 'get'" in logged
 
 
+def test_a_lost_background_job_shows_the_managers_sentence(monkeypatch):
+    """The Celery manager reports a job whose worker died with its own sentence and no
+    traceback (celery_app.lost_reason): the card shows that sentence, not a reference."""
+    shown = {}
+    monkeypatch.setattr(cb, "set_props", lambda cid, props: shown.update({cid: props}))
+    reason = ("The compute worker running this job stopped before it finished; press the "
+              "button again to retry on another worker.")
+    cb._job_error("path", "path-status")(
+        Exception(f"An error occurred inside a background callback: {reason}\n"))
+    assert shown["path-status"]["children"][0].children == reason
+
+
 # ---------------------------------------------------------------- exports that lose a part
 
 
