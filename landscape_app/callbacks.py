@@ -904,11 +904,6 @@ def export_arrays(view: Mapping) -> tuple[dict[str, np.ndarray], list[str]]:
     return arrays, omitted
 
 
-def export_payloads(view: Mapping) -> dict[str, np.ndarray]:
-    """The arrays of :func:`export_arrays` (without the notes on what is missing)."""
-    return export_arrays(view)[0]
-
-
 def mesh_text(view: Mapping, kind: str) -> tuple[str | None, str]:
     """The surface as Wavefront OBJ or VTK PolyData text (``kind`` "obj"/"vtp"), with the
     Morse index as a point scalar when the index map is on show; or ``(None, why)``. With a
@@ -1017,19 +1012,6 @@ def csv_export(view: Mapping) -> tuple[bytes | None, list[str]]:
             zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
         zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
     return buffer.getvalue(), omitted
-
-
-def csv_zip_bytes(view: Mapping) -> bytes:
-    """The zip of :func:`csv_export` (only ``settings.json`` and ``omitted.txt`` when no
-    result is available)."""
-    blob, omitted = csv_export(view)
-    if blob is not None:
-        return blob
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("omitted.txt", "\n".join(omitted) + "\n")
-        zf.writestr("settings.json", json.dumps(task_settings(view), indent=2))
-    return buffer.getvalue()
 
 
 def export_note(omitted: list[str], nothing: bool = False) -> str:

@@ -400,7 +400,7 @@ def test_upload_stored_through_the_service(monkeypatch):
 
 def test_exports(service):
     view = _view()
-    blob = cb.csv_zip_bytes(view)
+    blob = cb.csv_export(view)[0]
     with zipfile.ZipFile(io.BytesIO(blob)) as zf:
         surface = np.loadtxt(io.StringIO(zf.read("surface.csv").decode()), delimiter=",",
                              skiprows=1)
@@ -413,7 +413,7 @@ def test_exports(service):
     np.testing.assert_allclose(surface[:, 0], aa.ravel(), rtol=1e-6)
     np.testing.assert_allclose(surface[:, 1], bb.ravel(), rtol=1e-6)
     assert path.shape[1] == 3 and settings["lr"] == view["lr"]
-    arrays = cb.export_payloads(view)
+    arrays = cb.export_arrays(view)[0]
     with np.load(io.BytesIO(cb.npz_bytes(arrays)), allow_pickle=False) as npz:
         np.testing.assert_allclose(npz["surface_loss"], p["loss"])
         assert "path_grad_norm" in npz.files and "spectrum_eigenvalues" in npz.files

@@ -213,12 +213,12 @@ def test_exports_include_the_view_and_the_mesh(monkeypatch):
 
     monkeypatch.setattr(cb, "_cached_task", fake)
     view = {**S.DEFAULTS, "explore": "balance"}
-    arrays = cb.export_payloads(view)
+    arrays = cb.export_arrays(view)[0]
     assert np.array_equal(arrays["balancedness_drift"], payloads["balancedness"]["drift"])
     import io
     import zipfile
 
-    zf = zipfile.ZipFile(io.BytesIO(cb.csv_zip_bytes(view)))
+    zf = zipfile.ZipFile(io.BytesIO(cb.csv_export(view)[0]))
     rows = np.loadtxt(zf.open("balancedness.csv"), delimiter=",", skiprows=1)
     assert np.allclose(rows[:, 1], payloads["balancedness"]["drift"])
     text, error = cb.mesh_text(view, "obj")

@@ -141,7 +141,7 @@ def test_build_explore_draws_a_payload_and_reports_failures(monkeypatch):
     fig, status = cb.build_explore(connect.VIEW, view)
     assert isinstance(fig, go.Figure) and len(fig.data) >= 8
     assert "barrier" in str(status)
-    zf = zipfile.ZipFile(io.BytesIO(cb.csv_zip_bytes(view)))
+    zf = zipfile.ZipFile(io.BytesIO(cb.csv_export(view)[0]))
     rows = np.loadtxt(zf.open("minimum_path.csv"), delimiter=",", skiprows=1)
     p = _synthetic()
     np.testing.assert_allclose(rows, np.c_[p["t"], p["loss"], p["straight_loss"]], rtol=1e-9)

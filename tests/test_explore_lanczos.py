@@ -130,7 +130,7 @@ def test_build_explore_draws_a_payload_and_reports_failures(monkeypatch):
     fig, status = cb.build_explore(lanczos.VIEW, view)
     assert isinstance(fig, go.Figure) and len(fig.data) > 5
     assert "λ_min converged" in str(status)
-    zf = zipfile.ZipFile(io.BytesIO(cb.csv_zip_bytes(view)))
+    zf = zipfile.ZipFile(io.BytesIO(cb.csv_export(view)[0]))
     rows = np.loadtxt(zf.open("ritz_history.csv"), delimiter=",", skiprows=1)
     np.testing.assert_allclose(rows[:, 1:3], _synthetic()["extreme_values"], rtol=1e-9)
 
